@@ -1,0 +1,1 @@
+"""The `mreg` command line. Nothing imports this package; it imports everything."""
