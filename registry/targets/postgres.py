@@ -1,0 +1,529 @@
+"""The PostgreSQL adapter (psycopg 3, imported lazily).
+
+Connections: one *main* connection (auto-commit) carries sessions, mirror reads
+and writes; a second, dedicated connection holds the target's lock, so the lock
+is a **session-level** advisory lock that survives every transaction, commit,
+rollback and ``CREATE INDEX CONCURRENTLY`` on the main connection, and is
+released by the server the moment the holder's connection ends (crash, kill -9,
+``pg_terminate_backend``).
+
+Target options (``[targets.<name>.options]`` in mreg.toml):
+
+- ``mirror_schema`` (default ``public``): where ``schema_versions``,
+  ``schema_checkpoints`` and ``mreg_lock_owner`` live;
+- ``connect_timeout`` (seconds, default 10).
+
+Tenants are schemas: ``session(tenant="acme")`` sets ``search_path`` to
+``acme, public`` for the session (mirror rows are schema-qualified and unaffected).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from contextlib import contextmanager
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from registry.config import Target, redact_url
+from registry.errors import DatabaseError
+from registry.model import Settings, Step
+from registry.targets.base import LockTimeout, MirrorRow
+from registry.targets.sqlcommon import (
+    INSERT_MIRROR,
+    MIRROR_DDL,
+    MIRROR_OBJECTS_QUERY,
+    MIRROR_TRIGGERS,
+    SELECT_MIRROR,
+    SQLSTATE_CHECKPOINT_DOWN,
+    SQLSTATE_NOT_LINEAR,
+    UPSERT_CHECKPOINT,
+    CheckpointRegression,
+    ForeignVersionTable,
+    LockHandle,
+    MirrorConflict,
+    ShadowUnavailable,
+    UnknownTenant,
+    bind_range,
+    lock_key,
+    mirror_params,
+    row_from_record,
+    step_failed,
+)
+
+LOCK_POLL_S = 0.2
+SHADOW_PREFIX = "mreg_shadow_"
+
+
+class PgSession:
+    """Work on the main connection: one transaction, or auto-commit statements.
+
+    Transactional: ``BEGIN`` on entry (with ``SET LOCAL`` timeouts and tenant
+    ``search_path``), ``COMMIT`` on ``commit()``, ``ROLLBACK`` when left without
+    commit. Non-transactional: every ``execute`` commits on its own (what
+    ``CREATE INDEX CONCURRENTLY`` and ``txmode: none`` need); ``commit()`` and
+    ``rollback()`` do nothing, and the timeouts are reset when the session ends.
+    """
+
+    def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool) -> None:
+        self.adapter = adapter
+        self.conn = conn
+        self.transactional = transactional
+        self.done = False
+        self.path: str | None = None  # the migration file, for error messages
+
+    # -- running steps ------------------------------------------------------
+    def execute(self, step: Step, *, path: str | None = None, params: dict | None = None,
+                savepoint: bool = False) -> int:
+        """Run one step exactly as written; return the affected row count (-1 if none).
+
+        ``savepoint=True`` (transactional sessions) wraps the step in a savepoint,
+        so after a ``LockNotAvailable`` the session is still usable and the
+        engine may run the step again.
+        """
+        self.adapter.check_step(step, self)
+        use_sp = savepoint and self.transactional
+        try:
+            if use_sp:
+                self.conn.execute("SAVEPOINT mreg_step")
+            cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
+            if use_sp:
+                self.conn.execute("RELEASE SAVEPOINT mreg_step")
+            return cur.rowcount
+        except self.adapter.psycopg.Error as exc:
+            if use_sp and not self.conn.broken:
+                self.conn.execute("ROLLBACK TO SAVEPOINT mreg_step")
+            raise step_failed(exc, step, target=self.adapter.target.name, path=path or self.path) from None
+
+    def run_batch(self, update: str, lo: object, hi: object, *, path: str | None = None,
+                  line: int = 0) -> int:
+        """Run a backfill ``update`` for the key range ``[lo, hi)``; ``:lo``/``:hi`` are bound, not formatted."""
+        step = Step(content=bind_range(update), name=f"batch [{lo}, {hi})", line=line)
+        return self.execute(step, path=path, params={"lo": lo, "hi": hi})
+
+    def query(self, text: str, params: dict | tuple | None = None) -> list[dict]:
+        """Rows of a read query as dicts (validation rules, checks)."""
+        from psycopg.rows import dict_row
+
+        try:
+            with self.conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(text, params)
+                return cur.fetchall() if cur.description else []
+        except self.adapter.psycopg.Error as exc:
+            raise step_failed(exc, Step(content=text, name="query"), target=self.adapter.target.name,
+                              path=self.path) from None
+
+    def set_timeouts(self, lock_timeout_ms: int | None = None, statement_timeout_ms: int | None = None) -> None:
+        """Change ``lock_timeout``/``statement_timeout`` for the rest of the session (0 = none)."""
+        sets = self.adapter.timeout_sql(lock_timeout_ms, statement_timeout_ms, local=self.transactional)
+        if sets:
+            self.conn.execute("; ".join(sets))
+
+    # -- the mirror ---------------------------------------------------------
+    def append_mirror(self, row: MirrorRow) -> None:
+        """Insert ``row`` into ``schema_versions`` (in this transaction when transactional)."""
+        self.adapter._insert_mirror(self.conn, row)
+
+    def commit(self) -> None:
+        if self.transactional and not self.done:
+            self.conn.execute("COMMIT")
+            self.done = True
+
+    def rollback(self) -> None:
+        if self.transactional and not self.done:
+            if not self.conn.broken:
+                self.conn.execute("ROLLBACK")
+            self.done = True
+
+
+class PostgresAdapter:
+    """A PostgreSQL target."""
+
+    kind = "postgresql"
+    transactional_ddl = True
+    supports_concurrent_index = True
+    supports_batches = True
+    shared_lock_connection = False  # the lock has its own connection
+
+    def __init__(self, target: Target, url: str) -> None:
+        import psycopg
+
+        self.psycopg = psycopg
+        self.target = target
+        self.url = url
+        self.schema = str(target.options.get("mirror_schema", "public"))
+        self.connect_timeout = int(target.options.get("connect_timeout", 10))
+        self._conn = None
+        self._lock_conn = None
+        self._lock: LockHandle | None = None
+        self._mirror_ready = False
+        self._in_session = False
+
+    # -- connections --------------------------------------------------------
+    def _connect(self, purpose: str):
+        try:
+            return self.psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout,
+                                        application_name=f"mreg {purpose}"[:63], **self.connect_kwargs())
+        except self.psycopg.Error as exc:
+            raise DatabaseError(
+                f"cannot connect to target {self.target.name} ({redact_url(self.url)}): {str(exc).strip()}",
+                hint=self.unreachable_hint(), target=self.target.name, url=redact_url(self.url),
+            ) from None
+
+    def connect_kwargs(self) -> dict:
+        return {}
+
+    def unreachable_hint(self) -> str:
+        if self.target.is_dev:
+            return "start the development servers with `mreg dev up`"
+        return (f"check that the server is running and that targets.{self.target.name}.url "
+                "(or MREG_TARGET_<NAME>_URL) names the right host, port, database and user")
+
+    def connect(self) -> None:
+        """Open the main connection; ``DatabaseError`` naming the target if unreachable."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = self._connect("main")
+            self._mirror_ready = False
+
+    @property
+    def conn(self):
+        self.connect()
+        return self._conn
+
+    def close(self) -> None:
+        """Close every connection (releases the lock if still held)."""
+        for c in (self._conn, self._lock_conn):
+            if c is not None and not c.closed:
+                c.close()
+        self._conn = self._lock_conn = None
+        self._lock = None
+
+    def server_version(self) -> str:
+        return str(self.conn.execute("SHOW server_version").fetchone()[0])
+
+    def ident(self, name: str) -> str:
+        from psycopg import sql
+
+        return sql.Identifier(name).as_string(self.conn)
+
+    @property
+    def mirror_schema(self) -> str:
+        return self.ident(self.schema)
+
+    # -- locks --------------------------------------------------------------
+    def _lock_ids(self) -> tuple[int, int]:
+        return lock_key(f"mreg:{self.schema}")
+
+    def _lock_connection(self):
+        if self.shared_lock_connection:
+            return self.conn
+        if self._lock_conn is None or self._lock_conn.closed or self._lock_conn.broken:
+            self._lock_conn = self._connect("lock")
+        return self._lock_conn
+
+    def acquire_lock(self, owner: str, timeout_s: float) -> LockHandle:
+        """Take the target's session-level advisory lock, polling until ``timeout_s``.
+
+        Raises ``LockTimeout`` naming the holder. The lock lives as long as the
+        lock connection: a crashed holder's lock is released by the server.
+        """
+        k1, k2 = self._lock_ids()
+        conn = self._lock_connection()
+        deadline = time.monotonic() + max(timeout_s, 0)
+        while True:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (k1, k2)).fetchone()[0]
+            if got:
+                break
+            if time.monotonic() >= deadline:
+                holder = self.lock_holder() or "an unknown session"
+                raise LockTimeout(
+                    f"target {self.target.name} is locked by {holder}; gave up after {timeout_s:g}s",
+                    hint="wait for that operator to finish (or raise --lock-timeout); if it crashed, its "
+                         "connection ends and the lock is released by the server",
+                    target=self.target.name, holder=holder,
+                )
+            time.sleep(LOCK_POLL_S)
+        pid = conn.info.backend_pid
+        conn.execute(f"SET application_name = {self._literal(('mreg lock: ' + owner)[:63])}")
+        self._record_owner(conn, k2, owner, pid)
+        self._lock = LockHandle(owner=owner, key=k2, pid=pid)
+        return self._lock
+
+    def _literal(self, text: str) -> str:
+        from psycopg import sql
+
+        return sql.Literal(text).as_string(self.conn)
+
+    def _record_owner(self, conn, key: int, owner: str, pid: int) -> None:
+        s = self.mirror_schema
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.mreg_lock_owner (lock_key BIGINT PRIMARY KEY, "
+                     "owner TEXT NOT NULL, pid INTEGER NOT NULL, acquired_at TIMESTAMP WITH TIME ZONE "
+                     "NOT NULL DEFAULT NOW(), lease_until TIMESTAMP WITH TIME ZONE)")
+        conn.execute(f"INSERT INTO {s}.mreg_lock_owner (lock_key, owner, pid) VALUES (%s, %s, %s) "
+                     "ON CONFLICT (lock_key) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
+                     "acquired_at = NOW()", (key, owner, pid))
+
+    def release_lock(self, handle: LockHandle) -> None:
+        """Release the lock (idempotent; a lost lock connection has released it already)."""
+        conn = self._lock_conn if not self.shared_lock_connection else self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._lock = None
+            return
+        k1, k2 = self._lock_ids()
+        conn.execute(f"DELETE FROM {self.mirror_schema}.mreg_lock_owner WHERE lock_key = %s AND pid = %s",
+                     (k2, handle.pid))
+        conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", (k1, k2))
+        conn.execute("SET application_name = 'mreg lock'")
+        self._lock = None
+
+    def lock_alive(self) -> bool:
+        """True while this adapter still holds its lock (its lock connection answers)."""
+        conn = self._lock_conn if not self.shared_lock_connection else self._conn
+        if self._lock is None or conn is None or conn.closed:
+            return False
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except self.psycopg.OperationalError:
+            return False
+
+    def lock_holder(self) -> str | None:
+        """Who holds the lock: ``owner (pid N, since T)``, or None when it is free."""
+        k1, k2 = self._lock_ids()
+        rows = self.conn.execute(
+            "SELECT l.pid, a.application_name, a.backend_start FROM pg_locks l "
+            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (k1, k2),
+        ).fetchall()
+        if not rows:
+            return None
+        pid, app, started = rows[0]
+        owner, since = None, started
+        exists = self.conn.execute("SELECT to_regclass(%s)", (f"{self.mirror_schema}.mreg_lock_owner",)).fetchone()[0]
+        if exists:
+            rec = self.conn.execute(f"SELECT owner, acquired_at FROM {self.mirror_schema}.mreg_lock_owner "
+                                    "WHERE lock_key = %s AND pid = %s", (k2, pid)).fetchone()
+            if rec:
+                owner, since = rec
+        if owner is None:
+            owner = (app or "").removeprefix("mreg lock: ") or "a session"
+        when = f", since {since:%Y-%m-%d %H:%M:%S %Z}" if since else ""
+        return f"{owner} (pid {pid}{when})"
+
+    # -- the mirror ---------------------------------------------------------
+    def ensure_mirror(self) -> None:
+        """Create the mirror tables, functions and triggers if missing (idempotent, concurrency-safe)."""
+        if self._mirror_ready:
+            return
+        conn = self.conn
+        names = [t[0] for t in MIRROR_TRIGGERS]
+        state = conn.execute(MIRROR_OBJECTS_QUERY, {"s": self.schema, "triggers": names}).fetchone()
+        triggers, columns, lock_table = state
+        if columns and "leaf" not in columns:
+            raise ForeignVersionTable(
+                f"target {self.target.name}: {self.schema}.schema_versions exists but is not an mreg mirror "
+                "(it has no origin/seq/leaf columns)",
+                hint=f"import it with `mreg baseline --target {self.target.name} --from schema_versions`, "
+                     "or set options.mirror_schema to another schema",
+                target=self.target.name, schema=self.schema,
+            )
+        if triggers == len(names) and columns and lock_table:
+            self._mirror_ready = True
+            return
+        s = self.mirror_schema
+        k1, _ = self._lock_ids()
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(%s::int4, 0)", (k1,))
+            conn.execute(MIRROR_DDL.format(s=s))
+            for name, table, events, level, func in MIRROR_TRIGGERS:
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND t.tgname = %s",
+                    (self.schema, name)).fetchone()
+                if not exists:
+                    conn.execute(f"CREATE TRIGGER {name} {events} ON {s}.{table} "
+                                 f"FOR EACH {level} EXECUTE FUNCTION {s}.{func}()")
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.broken:
+                conn.execute("ROLLBACK")
+            raise
+        self._mirror_ready = True
+
+    def _insert_mirror(self, conn, row: MirrorRow) -> None:
+        try:
+            conn.execute(INSERT_MIRROR.format(s=self.mirror_schema), mirror_params(row))
+        except self.psycopg.Error as exc:
+            if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
+                raise
+            msg = (exc.diag.message_primary or str(exc)).removeprefix("mreg: ")
+            raise MirrorConflict(
+                f"target {self.target.name}: mirror row {row.origin} seq {row.seq} refused: {msg}",
+                hint="another operator appended to this log; run `mreg sync` and try again",
+                target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
+            ) from None
+
+    def append_mirror(self, row: MirrorRow) -> None:
+        """Append ``row`` in its own transaction (sessions have their own ``append_mirror``)."""
+        self.ensure_mirror()
+        self._insert_mirror(self.conn, row)
+
+    def mirror_rows(self, origin: str, start: int = 0) -> list[MirrorRow]:
+        """Rows of ``origin`` with ``seq >= start`` in ``seq`` order, every column read from the table."""
+        self.ensure_mirror()
+        recs = self.conn.execute(SELECT_MIRROR.format(s=self.mirror_schema), (origin, start)).fetchall()
+        return [row_from_record(r) for r in recs]
+
+    def mirror_origins(self) -> list[str]:
+        """Every origin that has rows in this target's mirror."""
+        self.ensure_mirror()
+        return [r[0] for r in self.conn.execute(
+            f"SELECT DISTINCT origin FROM {self.mirror_schema}.schema_versions ORDER BY origin").fetchall()]
+
+    def mirror_checkpoint(self, origin: str) -> str | None:
+        self.ensure_mirror()
+        rec = self.conn.execute(f"SELECT note FROM {self.mirror_schema}.schema_checkpoints WHERE origin = %s",
+                                (origin,)).fetchone()
+        return rec[0] if rec else None
+
+    def write_checkpoint(self, origin: str, size: int, note: str) -> None:
+        """Store the checkpoint for ``origin``; a size below the stored one raises ``CheckpointRegression``."""
+        self.ensure_mirror()
+        try:
+            self.conn.execute(UPSERT_CHECKPOINT.format(s=self.mirror_schema), (origin, size, note))
+        except self.psycopg.Error as exc:
+            if exc.sqlstate != SQLSTATE_CHECKPOINT_DOWN:
+                raise
+            stored = self.conn.execute(f"SELECT size FROM {self.mirror_schema}.schema_checkpoints "
+                                       "WHERE origin = %s", (origin,)).fetchone()
+            raise CheckpointRegression(
+                f"target {self.target.name}: checkpoint of {origin} may not go down "
+                f"(stored size {stored[0] if stored else '?'}, offered {size})",
+                hint="the catalog is behind the target; run `mreg sync` before checkpointing",
+                target=self.target.name, origin=origin, expected=stored[0] if stored else None, found=size,
+            ) from exc
+
+    # -- sessions -----------------------------------------------------------
+    def timeout_sql(self, lock_timeout_ms: int | None, statement_timeout_ms: int | None, *, local: bool) -> list[str]:
+        scope = "SET LOCAL" if local else "SET"
+        out = []
+        if lock_timeout_ms is not None:
+            out.append(f"{scope} lock_timeout = {int(lock_timeout_ms)}")
+        if statement_timeout_ms is not None:
+            out.append(f"{scope} statement_timeout = {int(statement_timeout_ms)}")
+        return out
+
+    def check_step(self, step: Step, session: PgSession) -> None:
+        """Refuse steps this target cannot run (TimescaleDB overrides); PostgreSQL runs everything."""
+
+    def _tenant_sql(self, tenant: str, local: bool) -> str:
+        found = self.conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (tenant,)).fetchone()
+        if not found:
+            raise UnknownTenant(
+                f"target {self.target.name} has no schema for tenant {tenant!r}",
+                hint=f"create it (CREATE SCHEMA {self.ident(tenant)}) or remove the tenant from "
+                     f"targets.{self.target.name}.tenants", target=self.target.name, tenant=tenant,
+            )
+        scope = "SET LOCAL" if local else "SET"
+        return f"{scope} search_path = {self.ident(tenant)}, public"
+
+    @contextmanager
+    def session(self, transactional: bool = True, *, tenant: str | None = None,
+                settings: Settings | None = None, lock_timeout_ms: int | None = None,
+                statement_timeout_ms: int | None = None) -> Iterator[PgSession]:
+        """A session on the main connection.
+
+        ``settings`` supplies ``lock_timeout``/``timeout`` (ms) unless given
+        explicitly; ``tenant`` sets ``search_path`` to that schema first.
+        """
+        if self._in_session:
+            raise DatabaseError(f"target {self.target.name}: a session is already open on this adapter",
+                                hint="finish (commit or leave) the open session first")
+        if settings is not None:
+            lock_timeout_ms = settings.lock_timeout if lock_timeout_ms is None else lock_timeout_ms
+            statement_timeout_ms = settings.timeout if statement_timeout_ms is None else statement_timeout_ms
+        conn = self.conn  # reconnects after a lost connection
+        setup = self.timeout_sql(lock_timeout_ms, statement_timeout_ms, local=transactional)
+        if tenant:
+            setup.append(self._tenant_sql(tenant, local=transactional))
+        if transactional:
+            setup.insert(0, "BEGIN")
+        sess = PgSession(self, conn, transactional)
+        self._in_session = True
+        try:
+            if setup:
+                conn.execute("; ".join(setup))
+            yield sess
+        except BaseException:
+            if transactional and not sess.done and not conn.broken and not conn.closed:
+                conn.execute("ROLLBACK")
+                sess.done = True
+            raise
+        else:
+            if transactional and not sess.done:
+                sess.rollback()
+        finally:
+            self._in_session = False
+            if not transactional and setup and not conn.broken and not conn.closed:
+                conn.execute("RESET lock_timeout; RESET statement_timeout; RESET search_path")
+
+    # -- batched backfill ---------------------------------------------------
+    def _table(self, table: str) -> str:
+        return ".".join(self.ident(part) for part in table.split("."))
+
+    def backfill_range(self, table: str, key: str) -> tuple[object, object] | None:
+        """``(min, max)`` of ``key`` in ``table``, or None when the table is empty."""
+        lo, hi = self.conn.execute(f"SELECT min({self.ident(key)}), max({self.ident(key)}) "
+                                   f"FROM {self._table(table)}").fetchone()
+        return None if lo is None else (lo, hi)
+
+    # -- shadow databases (dry-run, drift) ------------------------------------
+    def create_shadow(self) -> str:
+        """Create an empty throw-away database beside the target's; return its URL."""
+        name = SHADOW_PREFIX + secrets.token_hex(6)
+        try:
+            self.conn.execute(f"CREATE DATABASE {self.ident(name)}")
+        except self.psycopg.Error as exc:
+            raise ShadowUnavailable(
+                f"target {self.target.name}: cannot create a shadow database: {str(exc).strip()}",
+                hint="grant the target's user CREATEDB, or run the dry run on a server where it has it",
+                target=self.target.name,
+            ) from None
+        return with_dbname(self.url, name)
+
+    def drop_shadow(self, url: str) -> None:
+        """Drop a shadow database made by ``create_shadow`` (refuses any other database)."""
+        name = dbname_of(url)
+        if not name.startswith(SHADOW_PREFIX):
+            raise ShadowUnavailable(f"refusing to drop {name!r}: not an mreg shadow database",
+                                    hint=f"shadow databases are named {SHADOW_PREFIX}<hex>", database=name)
+        self.conn.execute(f"DROP DATABASE IF EXISTS {self.ident(name)} WITH (FORCE)")
+
+
+def with_dbname(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (URL or key=value conninfo)."""
+    if "://" in url:
+        p = urlsplit(url)
+        return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(url, dbname=name)
+
+
+def dbname_of(url: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(url).get("dbname") or "")
+
+
+def default_owner() -> str:
+    """``user@host pid N``: how an operator is named in lock messages."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
