@@ -1,0 +1,13 @@
+"""Errors raised while discovering migrations in Git."""
+
+from __future__ import annotations
+
+from registry.errors import ConfigError
+
+
+class RevisionNotFound(ConfigError):
+    """``--rev`` names no branch, tag or commit of the repository."""
+
+
+class NotARepository(ConfigError):
+    """The scanned path is neither a Git repository nor a folder."""

@@ -1,0 +1,216 @@
+"""Walk a Git history with dulwich and list each commit's changes to migration candidates, fast.
+
+- Commits are read once each, as raw objects (no full ``Commit`` parsing).
+- Trees are compared by object id: an unchanged subtree is skipped without being read,
+  and only folders in scope are descended into (``Scope.descend``).
+- Parsed trees are cached by id, so a parent's trees are never read again for its child.
+- The walk stops at commits already scanned (incremental re-scan).
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+
+from registry.discovery import rules
+
+TREE_MODE = 0o040000
+LINK_MODE = 0o120000
+GITLINK_MODE = 0o160000
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    tree: str
+    parents: tuple[str, ...]
+    author: str
+    time: int  # author time, seconds since the epoch (UTC)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A candidate file added (old None), deleted (new None) or modified in one commit."""
+
+    path: str
+    old: tuple[int, str] | None  # (mode, blob id)
+    new: tuple[int, str] | None
+
+
+class Objects:
+    """Raw object access with a tree cache; blobs are read by the caller once per id."""
+
+    def __init__(self, repo_path: str, tree_cache: int = 200_000) -> None:
+        from dulwich.objects import parse_tree
+        from dulwich.repo import Repo
+
+        self.repo = Repo(repo_path)
+        self.store = self.repo.object_store
+        self._parse_tree = parse_tree
+        self._trees: dict[str, dict[str, tuple[int, str]]] = {}
+        self._cap = tree_cache
+        self.reads = 0
+
+    def close(self) -> None:
+        self.repo.close()
+
+    def raw(self, sha: str) -> tuple[int, bytes]:
+        self.reads += 1
+        return self.store.get_raw(sha.encode("ascii"))
+
+    def commit(self, sha: str) -> CommitInfo:
+        _, raw = self.raw(sha)
+        tree = ""
+        parents = []
+        author = ""
+        when = 0
+        for line in raw.split(b"\n"):
+            if not line:
+                break
+            key, _, rest = line.partition(b" ")
+            if key == b"tree":
+                tree = rest.decode("ascii")
+            elif key == b"parent":
+                parents.append(rest.decode("ascii"))
+            elif key == b"author":
+                # "Name <email> 1700000000 +0100"
+                head, _, tz = rest.rpartition(b" ")
+                who, _, ts = head.rpartition(b" ")
+                author = who.decode("utf-8", "replace")
+                when = int(ts) if ts.isdigit() else 0
+        return CommitInfo(sha, tree, tuple(parents), author, when)
+
+    def tree(self, sha: str) -> dict[str, tuple[int, str]]:
+        cached = self._trees.get(sha)
+        if cached is not None:
+            return cached
+        _, raw = self.raw(sha)
+        entries = {name.decode("utf-8", "surrogateescape"): (mode, hexsha.decode("ascii"))
+                   for name, mode, hexsha in self._parse_tree(raw, 20)}
+        if len(self._trees) >= self._cap:
+            self._trees.clear()
+        self._trees[sha] = entries
+        return entries
+
+    def blob(self, sha: str) -> bytes:
+        _, raw = self.raw(sha)
+        return raw
+
+    def resolve(self, rev: str) -> str:
+        """The commit id a revision names (a ref, ``HEAD``, or a hex id)."""
+        from dulwich.objects import Commit, Tag
+
+        from registry.discovery.errors import RevisionNotFound
+
+        refs = self.repo.refs
+        for cand in (rev, f"refs/heads/{rev}", f"refs/tags/{rev}", f"refs/remotes/{rev}"):
+            key = cand.encode()
+            if key in refs:
+                sha = refs[key]
+                break
+        else:
+            if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev.lower()):
+                sha = rev.lower().encode()
+            else:
+                raise RevisionNotFound(f"no revision {rev!r} in {self.repo.path}",
+                                       hint="name a branch, tag or full commit id (`git rev-parse REV`)",
+                                       rev=rev)
+        obj = self.store[sha]
+        while isinstance(obj, Tag):
+            obj = self.store[obj.object[1]]
+        if not isinstance(obj, Commit):
+            raise RevisionNotFound(f"{rev!r} does not name a commit", hint="name a branch or commit", rev=rev)
+        return obj.id.decode("ascii")
+
+    def ref_heads(self, all_refs: bool, rev: str | None) -> dict[str, str]:
+        """``{ref name: commit id}`` to scan: HEAD (or ``rev``), or every branch, tag and remote."""
+        if not all_refs:
+            name = rev or "HEAD"
+            if name == "HEAD" and b"HEAD" not in self.repo.refs:
+                return {}
+            try:
+                return {name: self.resolve(name)}
+            except KeyError:
+                return {}
+        out = {}
+        for ref in sorted(self.repo.refs.allkeys()):
+            if ref == b"HEAD" or not ref.startswith((b"refs/heads/", b"refs/tags/", b"refs/remotes/")):
+                continue
+            try:
+                out[ref.decode()] = self.resolve(ref.decode())
+            except Exception:  # noqa: BLE001 - a dangling or non-commit ref is not scanned
+                continue
+        return out
+
+
+def walk(objects: Objects, heads: list[str], seen: set[str]) -> list[CommitInfo]:
+    """Commits reachable from ``heads`` and not in ``seen``, parents before children."""
+    infos: dict[str, CommitInfo] = {}
+    stack = [h for h in heads if h not in seen]
+    while stack:
+        sha = stack.pop()
+        if sha in infos or sha in seen:
+            continue
+        info = objects.commit(sha)
+        infos[sha] = info
+        stack.extend(p for p in info.parents if p not in infos and p not in seen)
+    # Topological order by iterative post-order DFS (oldest first).
+    order: list[CommitInfo] = []
+    state: dict[str, int] = {}
+    for head in sorted(infos, key=lambda s: infos[s].time):
+        if state.get(head):
+            continue
+        todo = [(head, False)]
+        while todo:
+            sha, done = todo.pop()
+            if done:
+                if state.get(sha) != 2:
+                    state[sha] = 2
+                    order.append(infos[sha])
+                continue
+            if state.get(sha):
+                continue
+            state[sha] = 1
+            todo.append((sha, True))
+            for p in reversed(infos[sha].parents):
+                if p in infos and not state.get(p):
+                    todo.append((p, False))
+    return order
+
+
+def diff(objects: Objects, scope: rules.Scope, old: str | None, new: str | None) -> list[Change]:
+    """Changes to candidate files between two root trees (either may be None)."""
+    out: list[Change] = []
+    _diff(objects, scope, old, new, "", out)
+    return out
+
+
+def _diff(objects: Objects, scope: rules.Scope, old: str | None, new: str | None, prefix: str,
+          out: list[Change]) -> None:
+    if old == new:
+        return
+    a = objects.tree(old) if old else {}
+    b = objects.tree(new) if new else {}
+    folder = prefix[:-1]
+    holds = None
+    for name in a.keys() | b.keys():
+        ea = a.get(name)
+        eb = b.get(name)
+        if ea == eb:
+            continue
+        path = prefix + name
+        a_dir = ea is not None and stat.S_ISDIR(ea[0])
+        b_dir = eb is not None and stat.S_ISDIR(eb[0])
+        if a_dir or b_dir:
+            if scope.descend(path):
+                _diff(objects, scope, ea[1] if a_dir else None, eb[1] if b_dir else None, path + "/", out)
+            ea = None if a_dir else ea
+            eb = None if b_dir else eb
+            if ea is None and eb is None:
+                continue
+        if (ea and ea[0] == GITLINK_MODE) or (eb and eb[0] == GITLINK_MODE):
+            continue
+        if holds is None:
+            holds = scope.holds(folder)
+        if holds and rules.naming(path) is not None:
+            out.append(Change(path, ea, eb))

@@ -1,0 +1,210 @@
+"""Follow each migration file through history: additions, revisions, renames, deletion.
+
+A *lineage* is one migration file followed across commits. It starts when a
+candidate file is added (and is a migration), gains a *revision* each time its
+content changes, follows *renames* (identical blob, or similar content of the
+same kind in the same commit), and ends with a *deletion*. Its canonical id is
+fixed when it starts: ``YYYYMMDD_HHMMSS_<type>_<description>`` dated by its first
+commit (a canonical file keeps its own name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from registry.discovery import rules
+from registry.discovery.history import LINK_MODE, Change, CommitInfo
+from registry.discovery.inspect import inspect
+
+RENAME_SIMILARITY = 0.7
+
+
+@dataclass
+class Lineage:
+    key: int
+    id: str
+    path: str
+    scheme: str
+    version: str | None
+    description: str
+    kind: str
+    blob: str
+    first: dict | None  # {"sha", "author", "date"}
+    revisions: list[dict] = field(default_factory=list)  # [{"sha", "date", "blob", "checksum"}]
+    renames: list[dict] = field(default_factory=list)  # [{"sha", "date", "from", "to"}]
+    deleted: dict | None = None  # {"sha", "date"}
+
+    @property
+    def active(self) -> bool:
+        return self.deleted is None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return s or "migration"
+
+
+def make_id(ts: int, type_: str, description: str, taken: set[str]) -> str:
+    """A canonical id not in ``taken`` (the seconds move forward on a collision)."""
+    try:
+        from registry.naming import canonical_id
+    except ImportError:
+        canonical_id = None
+    when = ts
+    while True:
+        dt = datetime.fromtimestamp(when, timezone.utc)
+        if canonical_id is not None:
+            cid = canonical_id(dt, type_, slug(description))
+        else:
+            cid = f"{dt:%Y%m%d_%H%M%S}_{type_}_{slug(description)}"
+        if cid not in taken:
+            taken.add(cid)
+            return cid
+        when += 1
+
+
+class State:
+    """Everything the scan knows: lineages, the files present, parsed blobs, scanned commits."""
+
+    def __init__(self) -> None:
+        self.lineages: dict[int, Lineage] = {}
+        self.files: dict[str, int] = {}  # path -> lineage key (0: a candidate that is no migration)
+        self.parsed: dict[str, dict] = {}  # blob id -> inspect() result
+        self.commits: set[str] = set()
+        self.refs: dict[str, str] = {}
+        self.ids: set[str] = set()
+        self.dirty_lineages: set[int] = set()
+        self.new_parsed: set[str] = set()
+        self.new_commits: list[str] = []
+        self.bad_paths: dict[str, dict] = {}  # path -> parse_error for unsafe paths
+
+    def next_key(self) -> int:
+        return max(self.lineages, default=0) + 1
+
+    # -- reading blobs once ---------------------------------------------------------
+    def parse(self, objects, path: str, naming: rules.Naming, mode: int, blob: str) -> dict:
+        key = f"{blob}:{naming.kind}:{rules.database_from_path(path) or ''}"
+        hit = self.parsed.get(key)
+        if hit is None:
+            data = objects.blob(blob)
+            hit = inspect(path, data, naming, symlink=(mode == LINK_MODE))
+            self.parsed[key] = hit
+            self.new_parsed.add(key)
+        return hit
+
+    # -- one commit -----------------------------------------------------------------
+    def apply(self, objects, commit: CommitInfo, changes: list[Change]) -> None:
+        date = iso(commit.time)
+        adds: dict[str, tuple[int, str]] = {}
+        deletes: dict[str, tuple[int, str]] = {}
+        for ch in changes:
+            if ch.new is None:
+                deletes[ch.path] = ch.old
+            elif ch.old is None:
+                adds[ch.path] = ch.new
+            else:
+                key = self.files.get(ch.path)
+                if key:
+                    self._revise(objects, self.lineages[key], ch.path, ch.new, commit, date)
+                else:
+                    adds[ch.path] = ch.new
+                    self.files.pop(ch.path, None)
+        for path in deletes:
+            if not self.files.get(path):
+                self.files.pop(path, None)
+        for path in adds:
+            self.files.setdefault(path, 0)
+        gone = {p: e for p, e in deletes.items() if self.files.get(p)}
+        for path, (mode, blob) in sorted(adds.items()):
+            unsafe = rules.unsafe_path(path)
+            if unsafe:
+                self.bad_paths[path] = {"message": f"{unsafe}: not read", "line": 0, "sha": commit.sha}
+                self.files.pop(path, None)
+                continue
+            if rules.is_compiled_twin(path, self.files):
+                continue
+            naming = rules.naming(path)
+            parsed = self.parse(objects, path, naming, mode, blob)
+            if not parsed.get("migration"):
+                continue
+            origin = self._rename_source(objects, path, blob, naming, gone)
+            if origin is not None:
+                key = self.files.pop(origin)
+                del gone[origin]
+                lin = self.lineages[key]
+                lin.renames.append({"sha": commit.sha, "date": date, "from": origin, "to": path})
+                lin.path = path
+                lin.scheme, lin.version, lin.kind = naming.scheme, naming.version, naming.kind
+                self.files[path] = key
+                if lin.blob != blob:
+                    self._revise(objects, lin, path, (mode, blob), commit, date)
+                self.dirty_lineages.add(key)
+                continue
+            self._start(path, naming, mode, blob, parsed, commit, date)
+        for path in gone:
+            key = self.files.pop(path)
+            lin = self.lineages[key]
+            lin.deleted = {"sha": commit.sha, "date": date}
+            self.dirty_lineages.add(key)
+        self.commits.add(commit.sha)
+        self.new_commits.append(commit.sha)
+
+    def _start(self, path, naming, mode, blob, parsed, commit, date) -> None:
+        key = self.next_key()
+        if naming.scheme == "canonical":
+            cid = rules.split(path)[1]
+            self.ids.add(cid)
+        else:
+            described = naming.description
+            cid = make_id(commit.time, parsed.get("type") or "schema", described, self.ids)
+        lin = Lineage(
+            key=key, id=cid, path=path, scheme=naming.scheme, version=naming.version,
+            description=naming.description, kind=naming.kind, blob=blob,
+            first={"sha": commit.sha, "author": commit.author, "date": date},
+            revisions=[{"sha": commit.sha, "date": date, "blob": blob, "checksum": parsed.get("checksum")}],
+        )
+        self.lineages[key] = lin
+        self.files[path] = key
+        self.dirty_lineages.add(key)
+
+    def _revise(self, objects, lin: Lineage, path, entry, commit, date) -> None:
+        mode, blob = entry
+        naming = rules.naming(path)
+        parsed = self.parse(objects, path, naming, mode, blob)
+        lin.blob = blob
+        lin.revisions.append({"sha": commit.sha, "date": date, "blob": blob, "checksum": parsed.get("checksum")})
+        lin.deleted = None
+        self.dirty_lineages.add(lin.key)
+
+    def _rename_source(self, objects, path, blob, naming, gone) -> str | None:
+        """The deleted path this added file was renamed from, if any."""
+        same = [p for p, (_, b) in gone.items() if b == blob]
+        if same:
+            base = rules.split(path)[1]
+            same.sort(key=lambda p: (rules.split(p)[1] != base, p))
+            return same[0]
+        if not gone or len(gone) > 50:
+            return None
+        new_text = objects.blob(blob)[:200_000]
+        best, best_ratio = None, RENAME_SIMILARITY
+        for old_path, (_, old_blob) in sorted(gone.items()):
+            if rules.kind_of(old_path) != naming.kind:
+                continue
+            old_text = objects.blob(old_blob)[:200_000]
+            m = difflib.SequenceMatcher(None, old_text, new_text, autojunk=False)
+            if m.real_quick_ratio() < best_ratio or m.quick_ratio() < best_ratio:
+                continue
+            r = m.ratio()
+            if r >= best_ratio:
+                best, best_ratio = old_path, r
+        return best

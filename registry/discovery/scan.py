@@ -1,0 +1,213 @@
+"""The scan: Git history (incremental), then the working tree, then migrations and findings.
+
+:func:`discover` is a generator: it yields :class:`Progress` records while it works and
+finally one :class:`ScanResult`. It remembers what it scanned in catalog.db
+(``registry.discovery.store``), so the next scan walks only new commits.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from registry.discovery import findings as findings_mod
+from registry.discovery import rules, store
+from registry.discovery.history import Objects, diff, walk
+from registry.discovery.inspect import inspect
+from registry.discovery.lineage import Lineage, State, iso, make_id
+
+PROGRESS_EVERY = 250
+
+
+@dataclass
+class Progress:
+    """``done`` of ``total`` units of ``stage`` (``commits`` or ``files``) are finished."""
+
+    stage: str
+    done: int
+    total: int
+    detail: str = ""
+
+
+@dataclass
+class ScanResult:
+    migrations: list[dict]
+    findings: list[dict]
+    new_commits: int = 0
+    refs: dict[str, str] = field(default_factory=dict)
+    objects_read: int = 0
+    seconds: float = 0.0
+
+
+def is_repository(path: Path) -> bool:
+    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
+
+
+def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None = None,
+             all_refs: bool = False, full: bool = False, worktree: bool = True) -> Iterator[Progress | ScanResult]:
+    """Scan the repository (or plain folder) at ``root``; see the module docstring."""
+    started = time.perf_counter()
+    conn = store.connect(catalog)
+    try:
+        if full:
+            store.reset(conn)
+        state = store.load(conn)
+        heads: dict[str, str] = {}
+        reads = 0
+        new = 0
+        if is_repository(root):
+            objects = Objects(str(root))
+            try:
+                heads = objects.ref_heads(all_refs, rev)
+                commits = walk(objects, list(heads.values()), state.commits)
+                new = len(commits)
+                trees = {c.sha: c.tree for c in commits}
+                for i, c in enumerate(commits):
+                    parent_tree = None
+                    if c.parents:
+                        p = c.parents[0]
+                        parent_tree = trees.get(p) or objects.commit(p).tree
+                    state.apply(objects, c, diff(objects, scope, parent_tree, c.tree))
+                    if i % PROGRESS_EVERY == 0 or i == new - 1:
+                        yield Progress("commits", i + 1, new, c.sha[:12])
+                store.save(conn, state, heads)
+                reads = objects.reads
+            finally:
+                objects.close()
+        extra, errors = ([], [])
+        if worktree:
+            extra, errors = scan_worktree(root, scope, state, git=is_repository(root))
+        migrations, parse_errors = build(state, extra)
+        found = findings_mod.compute(migrations, parse_errors + errors)
+        yield ScanResult(migrations, found, new, heads, reads, time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def scan_worktree(root: Path, scope: rules.Scope, state: State, *, git: bool) -> tuple[list[Lineage], list[dict]]:
+    """Migrations in the working tree that Git does not hold yet, and unsafe files (symlinks)."""
+    extra: list[Lineage] = []
+    errors: list[dict] = []
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        rel_dir = "" if rel_dir == "." else rel_dir
+        dirnames[:] = sorted(d for d in dirnames
+                             if scope.descend(f"{rel_dir}/{d}" if rel_dir else d))
+        if not scope.holds(rel_dir):
+            continue
+        present = set(filenames)
+        for name in sorted(filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            naming = scope.candidate(rel)
+            if naming is None or (git and rel in state.files):
+                continue
+            full = Path(dirpath) / name
+            if rules.is_compiled_twin(name, present):
+                continue
+            if full.is_symlink():
+                target = os.readlink(full)
+                resolved = full.resolve()
+                where = "outside the repository" if not _inside(resolved, root) else "inside the repository"
+                errors.append(findings_mod.finding(
+                    "parse_error", [rel], f"{rel}: symlink to {target!r} ({where}); migrations must be regular files"))
+                continue
+            size = full.stat().st_size
+            if size > _max_bytes():
+                errors.append(findings_mod.finding(
+                    "parse_error", [rel], f"{rel}: file is {size} bytes, over the {_max_bytes()}-byte cap; not read"))
+                continue
+            data = full.read_bytes()
+            parsed = inspect(rel, data, naming)
+            if not parsed.get("migration"):
+                continue
+            mtime = int(full.stat().st_mtime)
+            key = -(len(extra) + 1)
+            cid = rules.split(rel)[1] if naming.scheme == "canonical" else make_id(
+                mtime, parsed.get("type") or "schema", naming.description, set(state.ids))
+            lin = Lineage(key=key, id=cid, path=rel, scheme=naming.scheme, version=naming.version,
+                          description=naming.description, kind=naming.kind, blob="", first=None,
+                          revisions=[{"sha": None, "date": iso(mtime), "blob": "", "checksum": parsed.get("checksum")}])
+            lin.parsed = parsed  # type: ignore[attr-defined]
+            extra.append(lin)
+    return extra, errors
+
+
+def _max_bytes() -> int:
+    from registry.discovery.inspect import MAX_BYTES
+
+    return MAX_BYTES
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def parsed_of(state: State, lin: Lineage) -> dict:
+    cached = getattr(lin, "parsed", None)
+    if cached is not None:
+        return cached
+    key = f"{lin.blob}:{lin.kind}:{rules.database_from_path(lin.path) or ''}"
+    return state.parsed.get(key) or {}
+
+
+def build(state: State, extra: list[Lineage]) -> tuple[list[dict], list[dict]]:
+    """Migrations (duplicates grouped) and parse errors from the lineages."""
+    lineages = list(state.lineages.values()) + extra
+    errors = [findings_mod.finding("parse_error", [p], f"{p}: {d['message']}") for p, d in
+              sorted(state.bad_paths.items())]
+    groups: dict[str, list[tuple[Lineage, dict]]] = {}
+    singles: list[tuple[Lineage, dict]] = []
+    for lin in sorted(lineages, key=lambda x: ((x.first or {}).get("date") or "9", x.key)):
+        parsed = parsed_of(state, lin)
+        if parsed.get("error"):
+            if lin.active:
+                err = parsed["error"]
+                at = f":{err['line']}" if err.get("line") else ""
+                errors.append(findings_mod.finding("parse_error", [lin.path], f"{lin.path}{at}: {err['message']}"))
+            continue
+        if lin.active and parsed.get("checksum"):
+            groups.setdefault(parsed["checksum"], []).append((lin, parsed))
+        else:
+            singles.append((lin, parsed))
+    out = [_record(members) for members in groups.values()]
+    out += [_record([s]) for s in singles]
+    out.sort(key=lambda m: (m["id"], m["path"]))
+    return out, errors
+
+
+def _record(members: list[tuple[Lineage, dict]]) -> dict:
+    lin, parsed = members[0]
+    paths = sorted(m[0].path for m in members)
+    first = lin.first
+    return {
+        "id": lin.id,
+        "path": lin.path,
+        "paths": paths,
+        "database": parsed.get("database") or "postgresql",
+        "scheme": lin.scheme,
+        "version": parsed.get("version") or lin.version,
+        "version_raw": lin.version,
+        "checksum": parsed.get("checksum"),
+        "status": "active" if lin.active else "deleted",
+        "first_commit": first,
+        "revisions": [{"sha": r["sha"], "date": r["date"], "checksum": r["checksum"]} for r in lin.revisions],
+        "renames": lin.renames,
+        "deleted": lin.deleted,
+        "declared_id": parsed.get("declared_id"),
+        "dependencies": parsed.get("dependencies") or [],
+        "type": parsed.get("type") or "schema",
+        "name": parsed.get("name") or lin.description,
+        "description": parsed.get("description") or "",
+        "author": parsed.get("author") or "",
+        "kind": lin.kind,
+        "lineages": [m[0].key for m in members],
+        "content": parsed.get("content") or "",
+    }

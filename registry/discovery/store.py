@@ -1,0 +1,82 @@
+"""The scan's memory in catalog.db: what Git held at the last scan (plain sqlite3, lean).
+
+Tables (all prefixed ``scan_``; a cache of Git, rebuilt by ``mreg scan --full``):
+``scan_refs`` (ref -> last scanned commit), ``scan_commits`` (every scanned commit),
+``scan_lineages`` (one row per migration file followed through history, JSON),
+``scan_files`` (candidate paths present at the scanned tip), ``scan_parsed``
+(blob id -> what the file is, so no object is read twice across runs) and
+``scan_errors`` (unsafe paths met in history).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from registry.discovery.lineage import Lineage, State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scan_refs (ref TEXT PRIMARY KEY, sha TEXT NOT NULL, scanned_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scan_commits (sha TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_lineages (key INTEGER PRIMARY KEY, id TEXT NOT NULL, path TEXT NOT NULL,
+    data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scan_files (path TEXT PRIMARY KEY, lineage INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_parsed (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_errors (path TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+"""
+TABLES = ("scan_refs", "scan_commits", "scan_lineages", "scan_files", "scan_parsed", "scan_errors")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def load(conn: sqlite3.Connection, *, with_parsed: bool = True) -> State:
+    state = State()
+    state.refs = dict(conn.execute("SELECT ref, sha FROM scan_refs"))
+    state.commits = {r[0] for r in conn.execute("SELECT sha FROM scan_commits")}
+    for key, data in conn.execute("SELECT key, data FROM scan_lineages"):
+        lin = Lineage(**json.loads(data))
+        state.lineages[key] = lin
+        state.ids.add(lin.id)
+    state.files = dict(conn.execute("SELECT path, lineage FROM scan_files"))
+    if with_parsed:
+        state.parsed = {k: json.loads(v) for k, v in conn.execute("SELECT key, data FROM scan_parsed")}
+    state.bad_paths = {p: json.loads(d) for p, d in conn.execute("SELECT path, data FROM scan_errors")}
+    return state
+
+
+def save(conn: sqlite3.Connection, state: State, heads: dict[str, str]) -> None:
+    """Write what changed since ``load`` (lineages, parsed blobs, commits) and the whole file map."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with conn:
+        conn.executemany("INSERT OR IGNORE INTO scan_commits(sha) VALUES (?)",
+                         ((s,) for s in state.new_commits))
+        conn.executemany(
+            "INSERT OR REPLACE INTO scan_lineages(key, id, path, data) VALUES (?, ?, ?, ?)",
+            ((k, state.lineages[k].id, state.lineages[k].path, json.dumps(state.lineages[k].to_json()))
+             for k in sorted(state.dirty_lineages)))
+        conn.executemany("INSERT OR REPLACE INTO scan_parsed(key, data) VALUES (?, ?)",
+                         ((k, json.dumps(state.parsed[k])) for k in sorted(state.new_parsed)))
+        conn.execute("DELETE FROM scan_files")
+        conn.executemany("INSERT INTO scan_files(path, lineage) VALUES (?, ?)", state.files.items())
+        conn.execute("DELETE FROM scan_errors")
+        conn.executemany("INSERT INTO scan_errors(path, data) VALUES (?, ?)",
+                         ((p, json.dumps(d)) for p, d in state.bad_paths.items()))
+        conn.executemany("INSERT OR REPLACE INTO scan_refs(ref, sha, scanned_at) VALUES (?, ?, ?)",
+                         ((r, s, now) for r, s in heads.items()))
+    state.dirty_lineages.clear()
+    state.new_parsed.clear()
+    state.new_commits.clear()
+
+
+def reset(conn: sqlite3.Connection) -> None:
+    with conn:
+        for t in TABLES:
+            conn.execute(f"DELETE FROM {t}")
