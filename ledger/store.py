@@ -1,0 +1,340 @@
+"""The ledger's tables in catalog.db: leaves, perfect-subtree nodes, checkpoints, witness state.
+
+Tables (created with sqlite-utils, see docs/ledger-format.md#store):
+
+- ``ledger_leaves(origin, seq, leaf, leaf_hash, event_type, event_id, actor, time, keyid)``:
+  one row per leaf; ``leaf`` is the exact bytes, the other columns are
+  projections for browsing. An insert trigger refuses a ``seq`` that is not
+  the next one of its origin.
+- ``ledger_nodes(origin, level, idx, hash)``: hashes of complete perfect
+  subtrees of level ≥ 1 (level 0 is ``ledger_leaves.leaf_hash``); an append
+  adds one row on average (exactly the number of trailing zero bits of the
+  new size), so ``n`` appends leave fewer than ``n`` rows.
+- ``ledger_checkpoints(id, origin, size, root, note, created)``: every signed
+  checkpoint written or received.
+- ``ledger_witness_state(id, origin, witness, size, root, timestamp, note)``:
+  cosignatures observed, per witness.
+
+Every table refuses UPDATE and DELETE through triggers (a guard rail against
+bugs: tamper evidence comes from hashes, signatures and checkpoints). Appends
+run under ``BEGIN IMMEDIATE``; the database uses WAL with ``synchronous=FULL``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+import sqlite_utils
+
+from ledger.checkpoint import parse_body, parse_checkpoint, sign_checkpoint
+from ledger.dsse import sign_envelope
+from ledger.errors import LedgerError
+from ledger.log import ZERO_HASH, LeafError, build_leaf, parse_leaf
+from ledger.merkle import EMPTY_ROOT, Frontier, ProofError, consistency_path, inclusion_path, \
+    leaf_hash, subtree_root
+from ledger.note import parse as parse_note
+from ledger.statement import StatementError, utc_now, validate_statement
+
+TABLES = ("ledger_leaves", "ledger_nodes", "ledger_checkpoints", "ledger_witness_state")
+
+
+class StoreError(LedgerError):
+    """The ledger store refused a write (a gap, a wrong chain link, a statement for another log)."""
+
+
+class ForkError(StoreError):
+    """A leaf differs from the stored leaf at the same position: two histories of one log."""
+
+
+class LedgerStore:
+    """A ledger in an SQLite file (normally catalog.db). One log per origin."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60,
+                               check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        self._frontiers: dict[str, Frontier] = {}
+        self._ensure_schema()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema ------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        if all(self.db[t].exists() for t in TABLES):
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            db = self.db
+            if not db["ledger_leaves"].exists():
+                db["ledger_leaves"].create(
+                    {"origin": str, "seq": int, "leaf": bytes, "leaf_hash": bytes, "event_type": str,
+                     "event_id": str, "actor": str, "time": str, "keyid": str},
+                    pk=("origin", "seq"), not_null={"origin", "seq", "leaf", "leaf_hash"})
+                db["ledger_leaves"].create_index(["event_id"])
+            if not db["ledger_nodes"].exists():
+                db["ledger_nodes"].create({"origin": str, "level": int, "idx": int, "hash": bytes},
+                                          pk=("origin", "level", "idx"),
+                                          not_null={"origin", "level", "idx", "hash"})
+            if not db["ledger_checkpoints"].exists():
+                db["ledger_checkpoints"].create(
+                    {"id": int, "origin": str, "size": int, "root": bytes, "note": str, "created": str},
+                    pk="id", not_null={"origin", "size", "root", "note"})
+                db["ledger_checkpoints"].create_index(["origin", "note"], unique=True)
+                db["ledger_checkpoints"].create_index(["origin", "size"])
+            if not db["ledger_witness_state"].exists():
+                db["ledger_witness_state"].create(
+                    {"id": int, "origin": str, "witness": str, "size": int, "root": bytes,
+                     "timestamp": int, "note": str}, pk="id")
+                db["ledger_witness_state"].create_index(["origin", "witness", "size", "root"],
+                                                        unique=True)
+            for table in TABLES:
+                for op in ("UPDATE", "DELETE"):
+                    self.conn.execute(
+                        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+            self.conn.execute(
+                "CREATE TRIGGER IF NOT EXISTS ledger_leaves_next_seq BEFORE INSERT ON ledger_leaves "
+                "WHEN NEW.seq != (SELECT COALESCE(MAX(seq) + 1, 0) FROM ledger_leaves "
+                "WHERE origin = NEW.origin) "
+                "BEGIN SELECT RAISE(ABORT, 'ledger_leaves: seq is not the next of its origin'); END")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # --- reading -------------------------------------------------------------------------
+
+    def origins(self) -> list[str]:
+        rows = self.conn.execute("SELECT DISTINCT origin FROM ledger_leaves UNION "
+                                 "SELECT DISTINCT origin FROM ledger_checkpoints ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def head(self, origin: str) -> tuple[int, bytes]:
+        """(size, leaf hash of the last leaf or 32 zero bytes)."""
+        row = self.conn.execute("SELECT seq, leaf_hash FROM ledger_leaves WHERE origin = ? "
+                                "ORDER BY seq DESC LIMIT 1", (origin,)).fetchone()
+        return (0, ZERO_HASH) if row is None else (row[0] + 1, bytes(row[1]))
+
+    def size(self, origin: str) -> int:
+        return self.head(origin)[0]
+
+    def leaves(self, origin: str, start: int = 0, end: int | None = None) -> list[bytes]:
+        end = end if end is not None else 2**62
+        rows = self.conn.execute("SELECT leaf FROM ledger_leaves WHERE origin = ? AND seq >= ? AND seq < ? "
+                                 "ORDER BY seq", (origin, start, end))
+        return [bytes(r[0]) for r in rows]
+
+    def leaf_hashes(self, origin: str) -> list[bytes]:
+        rows = self.conn.execute("SELECT leaf_hash FROM ledger_leaves WHERE origin = ? ORDER BY seq",
+                                 (origin,))
+        return [bytes(r[0]) for r in rows]
+
+    def _get(self, origin: str):
+        def get(level: int, index: int) -> bytes:
+            if level == 0:
+                row = self.conn.execute("SELECT leaf_hash FROM ledger_leaves WHERE origin = ? AND seq = ?",
+                                        (origin, index)).fetchone()
+            else:
+                row = self.conn.execute("SELECT hash FROM ledger_nodes WHERE origin = ? AND level = ? "
+                                        "AND idx = ?", (origin, level, index)).fetchone()
+            if row is None:
+                raise ProofError(f"{origin}: no stored hash for level {level} index {index}",
+                                 hint="the store is incomplete; run `mreg verify`")
+            return bytes(row[0])
+        return get
+
+    def _frontier(self, origin: str, size: int) -> Frontier:
+        f = self._frontiers.get(origin)
+        if f is None or f.size != size:
+            f = Frontier.load(size, self._get(origin))
+            self._frontiers[origin] = f
+        return f
+
+    def root(self, origin: str, size: int | None = None) -> bytes:
+        """The tree root of ``origin`` at ``size`` (default: now) from stored subtree hashes."""
+        current = self.size(origin)
+        size = current if size is None else size
+        if not 0 <= size <= current:
+            raise ProofError(f"{origin} has {current} leaves, not {size}", found=current, expected=size,
+                             hint="ask for a size the log has reached")
+        if size == 0:
+            return EMPTY_ROOT
+        return subtree_root(0, size, self._get(origin))
+
+    def inclusion_proof(self, origin: str, index: int, size: int) -> list[bytes]:
+        self._check_size(origin, size)
+        return inclusion_path(index, size, self._get(origin))
+
+    def consistency_proof(self, origin: str, size1: int, size2: int) -> list[bytes]:
+        self._check_size(origin, size2)
+        return consistency_path(size1, size2, self._get(origin))
+
+    def _check_size(self, origin: str, size: int) -> None:
+        current = self.size(origin)
+        if size > current:
+            raise ProofError(f"{origin} has {current} leaves, not {size}", found=current, expected=size,
+                             hint="ask for a size the log has reached")
+
+    # --- appending -------------------------------------------------------------------------
+
+    def _insert(self, origin: str, rows: list[tuple], nodes: list[tuple]) -> None:
+        self.conn.executemany(
+            "INSERT INTO ledger_leaves (origin, seq, leaf, leaf_hash, event_type, event_id, actor, time, "
+            "keyid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany("INSERT INTO ledger_nodes (origin, level, idx, hash) VALUES (?, ?, ?, ?)",
+                              nodes)
+
+    def append(self, origin: str, statement: dict, signer) -> bytes:
+        """Sign ``statement``, build the next leaf of ``origin`` and store it; return the leaf bytes."""
+        return self.append_many(origin, [statement], signer)[0]
+
+    def append_many(self, origin: str, statements: Iterable[dict], signer) -> list[bytes]:
+        """Append several statements in one transaction (one fsync)."""
+        statements = list(statements)
+        for stmt in statements:
+            validate_statement(stmt)
+            if stmt["ledger"] != origin:
+                raise StatementError(f"statement is for ledger {stmt['ledger']!r}, not {origin!r}",
+                                     field="ledger", expected=origin, found=stmt["ledger"],
+                                     hint="build the statement with ledger=<the log's origin>")
+        out: list[bytes] = []
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq, prev = self.head(origin)
+            frontier = self._frontier(origin, seq)
+            rows, nodes = [], []
+            for stmt in statements:
+                env = sign_envelope(stmt, signer)
+                leaf = build_leaf(seq, prev, env)
+                lh = leaf_hash(leaf)
+                rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
+                             stmt["time"], signer.keyid))
+                for level, idx, h in frontier.append(lh):
+                    nodes.append((origin, level, idx, h))
+                out.append(leaf)
+                seq, prev = seq + 1, lh
+            self._insert(origin, rows, nodes)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._frontiers.pop(origin, None)
+            raise
+        return out
+
+    def add_leaves(self, origin: str, leaves: list[bytes]) -> None:
+        """Store leaves built elsewhere (a target's mirror): contiguous, chained, canonical.
+
+        A leaf equal to the stored one at its seq is a no-op; a different one raises ``ForkError``.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            size, prev = self.head(origin)
+            frontier = self._frontier(origin, size)
+            rows, nodes = [], []
+            for raw in leaves:
+                raw = bytes(raw)
+                leaf = parse_leaf(raw)
+                if leaf.seq < size:
+                    stored = self.conn.execute("SELECT leaf FROM ledger_leaves WHERE origin = ? AND seq = ?",
+                                               (origin, leaf.seq)).fetchone()
+                    if stored is not None and bytes(stored[0]) == raw:
+                        continue
+                    raise ForkError(f"{origin} seq {leaf.seq}: leaf differs from the stored one (fork)",
+                                    log=origin, seq=leaf.seq, field="leaf",
+                                    expected=leaf_hash(bytes(stored[0])).hex() if stored else None,
+                                    found=leaf_hash(raw).hex(),
+                                    hint="two histories of one log exist; run `mreg verify` and "
+                                         "compare the target's mirror with catalog.db")
+                if leaf.seq != size:
+                    raise StoreError(f"{origin}: leaf seq {leaf.seq} leaves a gap after {size - 1}",
+                                     log=origin, seq=leaf.seq, field="seq", expected=size, found=leaf.seq,
+                                     hint="pull the missing leaves first (`mreg sync`)")
+                if leaf.prev != prev:
+                    raise StoreError(f"{origin} seq {leaf.seq}: prev does not match the last leaf hash",
+                                     log=origin, seq=leaf.seq, field="prev", expected=prev.hex(),
+                                     found=leaf.prev.hex(), hint="the leaf belongs to another history")
+                stmt = leaf.statement
+                if stmt.get("ledger") != origin:
+                    raise StoreError(f"{origin} seq {leaf.seq}: statement is for {stmt.get('ledger')!r}",
+                                     log=origin, seq=leaf.seq, field="ledger", expected=origin,
+                                     found=stmt.get("ledger"), hint="a statement of another log (replay)")
+                lh = leaf_hash(raw)
+                rows.append((origin, leaf.seq, raw, lh, stmt.get("type"), stmt.get("event_id"),
+                             stmt.get("actor"), stmt.get("time"), leaf.keyids[0]))
+                for level, idx, h in frontier.append(lh):
+                    nodes.append((origin, level, idx, h))
+                size, prev = size + 1, lh
+            self._insert(origin, rows, nodes)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._frontiers.pop(origin, None)
+            raise
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint(self, origin: str, signer) -> str:
+        """Sign and store a checkpoint of ``origin`` at its current size; return the note text."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            size, _ = self.head(origin)
+            root = self._frontier(origin, size).root()
+            text = sign_checkpoint(origin, size, root, signer)
+            self.conn.execute("INSERT OR IGNORE INTO ledger_checkpoints (origin, size, root, note, created) "
+                              "VALUES (?, ?, ?, ?, ?)", (origin, size, root, text, utc_now()))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return text
+
+    def add_checkpoint(self, note_text: str) -> None:
+        """Store a checkpoint received from elsewhere (a mirror, a witness); signatures unchecked."""
+        cp = parse_checkpoint(note_text)
+        self.conn.execute("INSERT OR IGNORE INTO ledger_checkpoints (origin, size, root, note, created) "
+                          "VALUES (?, ?, ?, ?, ?)", (cp.origin, cp.size, cp.root, note_text, utc_now()))
+
+    def checkpoints(self, origin: str) -> list[str]:
+        rows = self.conn.execute("SELECT note FROM ledger_checkpoints WHERE origin = ? ORDER BY size, id",
+                                 (origin,))
+        return [r[0] for r in rows]
+
+    def latest_checkpoint(self, origin: str) -> str | None:
+        row = self.conn.execute("SELECT note FROM ledger_checkpoints WHERE origin = ? "
+                                "ORDER BY size DESC, id DESC LIMIT 1", (origin,)).fetchone()
+        return row[0] if row else None
+
+    def record_witness(self, origin: str, witness: str, note_text: str, timestamp: int) -> None:
+        """Remember that ``witness`` cosigned the checkpoint in ``note_text``."""
+        cp = parse_body(parse_note(note_text).text)
+        if cp.origin != origin:
+            raise StoreError(f"checkpoint is for {cp.origin}, not {origin}", field="origin",
+                             expected=origin, found=cp.origin, hint="record it under its own origin")
+        self.conn.execute("INSERT OR IGNORE INTO ledger_witness_state (origin, witness, size, root, "
+                          "timestamp, note) VALUES (?, ?, ?, ?, ?, ?)",
+                          (origin, witness, cp.size, cp.root, timestamp, note_text))
+
+    def witness_state(self, origin: str) -> list[dict]:
+        rows = self.conn.execute("SELECT witness, size, root, timestamp, note FROM ledger_witness_state "
+                                 "WHERE origin = ? ORDER BY witness, size", (origin,))
+        return [{"witness": w, "size": s, "root": bytes(r), "timestamp": t, "note": n}
+                for w, s, r, t, n in rows]
+
+
+__all__ = ["LedgerStore", "StoreError", "ForkError", "LeafError"]
