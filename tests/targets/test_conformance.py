@@ -341,8 +341,8 @@ def test_step_failure_raises_step_failed_with_the_servers_message(kind, adapter)
 def _holder_script(kind: str, url: str, owner: str) -> str:
     return textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {os.getcwd()!r})
-        from tests.targets.test_conformance import make_adapter
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_conformance import make_adapter
         a = make_adapter({kind!r}, {url!r}, name="conf")
         a.connect()
         a.acquire_lock({owner!r}, 30)

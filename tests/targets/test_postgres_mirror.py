@@ -1,0 +1,155 @@
+"""The PostgreSQL mirror: linear history kept by the database, the seed's columns, foreign tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import psycopg
+import pytest
+
+from registry.config import Target
+from registry.model import Step
+from registry.targets.base import mirror_row_from_leaf
+from registry.targets.postgres import PostgresAdapter
+from registry.targets.sqlcommon import ForeignVersionTable, MirrorConflict
+
+try:  # tests/targets is a package once it has an __init__.py, else it is on sys.path
+    from tests.targets.test_conformance import ORIGIN, make_log
+except ImportError:
+    from test_conformance import ORIGIN, make_log
+
+
+@pytest.fixture
+def pg(pg_dsn):
+    a = PostgresAdapter(Target("main", "postgresql", pg_dsn, "test"), pg_dsn)
+    a.connect()
+    a.ensure_mirror()
+    yield a
+    a.close()
+
+
+def test_gap_is_refused(pg):
+    leaves = make_log(3)
+    pg.append_mirror(mirror_row_from_leaf(leaves[0]))
+    with pytest.raises(MirrorConflict) as err:
+        pg.append_mirror(mirror_row_from_leaf(leaves[2]))
+    assert err.value.data["seq"] == 2
+    assert "not the next entry" in str(err.value)
+
+
+def test_a_leaf_that_does_not_chain_is_refused(pg):
+    first = make_log(1)
+    pg.append_mirror(mirror_row_from_leaf(first[0]))
+    stranger = make_log(1, start=1, prev=b"\x01" * 32)[0]
+    with pytest.raises(MirrorConflict, match="does not chain"):
+        pg.append_mirror(mirror_row_from_leaf(stranger))
+
+
+def test_first_leaf_must_start_from_zero_hash(pg):
+    stranger = make_log(1, prev=b"\x07" * 32)[0]
+    with pytest.raises(MirrorConflict, match="does not chain"):
+        pg.append_mirror(mirror_row_from_leaf(stranger))
+
+
+def test_row_disagreeing_with_its_leaf_is_refused(pg):
+    leaf = make_log(1)[0]
+    row = mirror_row_from_leaf(leaf)
+    with pytest.raises(MirrorConflict, match="leaf_hash"):
+        pg.append_mirror(dataclasses.replace(row, leaf_hash=hashlib.sha256(leaf).digest()))
+    with pytest.raises(MirrorConflict, match="seq"):
+        pg.append_mirror(dataclasses.replace(row, seq=0, leaf=make_log(2)[1],
+                                             leaf_hash=hashlib.sha256(b"\x00" + make_log(2)[1]).digest()))
+
+
+def test_two_origins_share_the_table_and_versions_repeat(pg):
+    a = make_log(3, origin="proj/postgres")
+    b = make_log(2, origin="proj/tenant-b")
+    for leaf in (a[0], b[0], a[1], b[1], a[2]):
+        pg.append_mirror(mirror_row_from_leaf(leaf))
+    assert [r.leaf for r in pg.mirror_rows("proj/postgres")] == a
+    assert [r.leaf for r in pg.mirror_rows("proj/tenant-b")] == b
+    assert pg.mirror_origins() == ["proj/postgres", "proj/tenant-b"]
+    versions = pg.conn.execute("SELECT version, count(*) FROM schema_versions GROUP BY 1 ORDER BY 1").fetchall()
+    assert versions == [("2.0.0", 2), ("2.1.0", 2), ("2.2.0", 1)]  # version is no longer unique
+
+
+def test_seed_columns_keep_their_meaning(pg):
+    leaf, second = make_log(2)
+    pg.append_mirror(mirror_row_from_leaf(leaf))
+    row = pg.conn.execute(
+        "SELECT id, version, database_type, applied_by, migration_id, checksum, execution_time_ms, "
+        "rollback_available, metadata, leaf_hash = sha256('\\x00'::bytea || leaf) FROM schema_versions").fetchone()
+    assert row[0] == 1
+    assert row[1] == "2.0.0" and row[2] == "postgresql" and row[3] == "tester-0@example.org"
+    assert row[4] == "20251120_150000_schema_m0"
+    assert row[5] == hashlib.sha256(b"0").hexdigest()
+    assert row[6] == 10 and row[7] is True
+    assert row[8]["note"] == "ünïcode 0"
+    assert row[9] is True
+    with pytest.raises(psycopg.errors.CheckViolation, match="valid_semver"):
+        pg.append_mirror(dataclasses.replace(mirror_row_from_leaf(second), version="v2"))
+
+
+def test_applied_at_is_read_from_the_column(pg):
+    leaf = make_log(1)[0]
+    pg.append_mirror(mirror_row_from_leaf(leaf))
+    pg.conn.execute("ALTER TABLE schema_versions DISABLE TRIGGER schema_versions_append_only")
+    pg.conn.execute("UPDATE schema_versions SET applied_at = applied_at + interval '1 second'")
+    pg.conn.execute("ALTER TABLE schema_versions ENABLE TRIGGER schema_versions_append_only")
+    got = pg.mirror_rows(ORIGIN)[0]
+    assert got.applied_at != mirror_row_from_leaf(leaf).applied_at
+    assert got != mirror_row_from_leaf(leaf)
+
+
+def test_mirror_schema_option(pg_dsn):
+    a = PostgresAdapter(Target("main", "postgresql", pg_dsn, "test", {"mirror_schema": "mreg"}), pg_dsn)
+    a.connect()
+    try:
+        a.ensure_mirror()
+        leaf = make_log(1)[0]
+        with a.session(transactional=True, tenant="mreg") as s:
+            s.append_mirror(mirror_row_from_leaf(leaf))
+            s.commit()
+        assert a.conn.execute("SELECT count(*) FROM mreg.schema_versions").fetchone()[0] == 1
+        assert a.conn.execute("SELECT to_regclass('public.schema_versions')").fetchone()[0] is None
+        assert a.mirror_rows(ORIGIN)[0].leaf == leaf
+    finally:
+        a.close()
+
+
+def test_a_legacy_schema_versions_table_is_not_taken_over(pg_dsn):
+    a = PostgresAdapter(Target("legacy", "postgresql", pg_dsn, "test"), pg_dsn)
+    a.connect()
+    try:
+        with a.session(transactional=False) as s:
+            s.execute(Step("CREATE TABLE schema_versions (id SERIAL PRIMARY KEY, version VARCHAR(20) NOT NULL UNIQUE,"
+                           " migration_id VARCHAR(255) NOT NULL)"))
+        with pytest.raises(ForeignVersionTable) as err:
+            a.ensure_mirror()
+        assert "legacy" in str(err.value) and "baseline" in err.value.hint
+    finally:
+        a.close()
+
+
+def test_ensure_mirror_twice_from_two_adapters_at_once(pg_dsn):
+    import threading
+
+    errors = []
+
+    def go():
+        a = PostgresAdapter(Target("main", "postgresql", pg_dsn, "test"), pg_dsn)
+        try:
+            a.connect()
+            a.ensure_mirror()
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            a.close()
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
