@@ -1,0 +1,104 @@
+"""What kind of change a step makes: schema, data, security or perf (used by ``naming.infer_type``).
+
+SQL is classed from pglast's parse tree. Cypher and Redis have no parser in the
+toolchain, so their leading command words decide (outside strings for Cypher).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from registry.model import Step
+
+PRECEDENCE = ("schema", "security", "data", "perf")
+
+_SQL_PERF = {"IndexStmt", "ReindexStmt", "ClusterStmt", "VacuumStmt"}
+_SQL_SECURITY = {"GrantStmt", "GrantRoleStmt", "CreatePolicyStmt", "AlterPolicyStmt", "CreateRoleStmt",
+                 "AlterRoleStmt", "AlterRoleSetStmt", "DropRoleStmt", "AlterDefaultPrivilegesStmt",
+                 "ReassignOwnedStmt", "SecLabelStmt"}
+_SQL_DATA = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CopyStmt", "TruncateStmt"}
+_SQL_NEUTRAL = {"VariableSetStmt", "VariableShowStmt", "LockStmt", "CheckPointStmt", "NotifyStmt"}
+_RLS = {"AT_EnableRowSecurity", "AT_DisableRowSecurity", "AT_ForceRowSecurity", "AT_NoForceRowSecurity"}
+
+
+def combine(kinds: set[str]) -> str | None:
+    """The class of a set of classes: the first present in schema, security, data, perf."""
+    for kind in PRECEDENCE:
+        if kind in kinds:
+            return kind
+    return None
+
+
+def classify_sql_node(node: Any) -> str | None:
+    """The class of one SQL statement (None for session settings such as SET lock_timeout)."""
+    kind = type(node).__name__
+    if kind in _SQL_NEUTRAL:
+        return None
+    if kind in _SQL_PERF:
+        return "perf"
+    if kind in _SQL_SECURITY:
+        return "security"
+    if kind in _SQL_DATA:
+        return "data"
+    if kind == "DropStmt":
+        removed = getattr(node.removeType, "name", "")
+        if removed == "OBJECT_INDEX":
+            return "perf"
+        if removed in ("OBJECT_POLICY", "OBJECT_ROLE"):
+            return "security"
+    if kind == "AlterTableStmt":
+        subtypes = {getattr(c.subtype, "name", "") for c in node.cmds or ()}
+        if subtypes and subtypes <= _RLS:
+            return "security"
+    if kind == "SelectStmt":
+        return "data" if node.intoClause is None else "schema"
+    if kind == "CallStmt":
+        return "data"
+    return "schema"
+
+
+_CYPHER_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|//[^\n]*|/\*.*?\*/", re.S)
+_CYPHER_PERF = re.compile(r"^\s*(?:CREATE|DROP)\s+(?:(?:RANGE|TEXT|POINT|LOOKUP|FULLTEXT|VECTOR|BTREE)\s+)?INDEX\b", re.I)
+_CYPHER_SCHEMA = re.compile(r"^\s*(?:CREATE|DROP)\s+CONSTRAINT\b", re.I)
+_CYPHER_SECURITY = re.compile(r"^\s*(?:GRANT|REVOKE|DENY|(?:CREATE|ALTER|DROP)\s+(?:ROLE|USER))\b", re.I)
+
+_REDIS_SECURITY = {"ACL"}
+_REDIS_PERF = {"CONFIG", "FT.CREATE", "FT.DROPINDEX", "FT.ALTER"}
+
+
+def classify_cypher(text: str) -> str:
+    bare = _CYPHER_STRINGS.sub(" ", text)
+    if _CYPHER_PERF.match(bare):
+        return "perf"
+    if _CYPHER_SCHEMA.match(bare):
+        return "schema"
+    if _CYPHER_SECURITY.match(bare):
+        return "security"
+    return "data"
+
+
+def classify_redis(text: str) -> str:
+    word = text.split(None, 1)[0].upper() if text.strip() else ""
+    if word in _REDIS_SECURITY:
+        return "security"
+    if word in _REDIS_PERF:
+        return "perf"
+    return "data"
+
+
+def classify_step(step: Step) -> str | None:
+    """The class of one step; SQL steps holding several statements take the combined class."""
+    if step.kind == "cypher":
+        return classify_cypher(step.content)
+    if step.kind == "redis":
+        return classify_redis(step.content)
+    from pglast.parser import ParseError as PgParseError
+
+    from registry.parse import sql
+
+    try:
+        raw = sql.parse(step.content)
+    except PgParseError:
+        return "schema"
+    return combine({k for k in (classify_sql_node(r.stmt) for r in raw) if k})

@@ -1,0 +1,152 @@
+"""SQL statements with PostgreSQL's own parser (pglast): splitting, transaction wrappers, autocommit.
+
+Each statement keeps its original text (comments before it trimmed) and the
+line where it starts. ``BEGIN``/``COMMIT`` wrappers from the seed's template are
+dropped (the executor owns transactions); ``ROLLBACK``, ``SAVEPOINT`` and the
+like are refused. Statements PostgreSQL will not run inside a transaction are
+recognised from the parse tree (``autocommit_reason``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from registry.parse.errors import ParseError
+
+# `:lo` / `:hi` placeholders of a backfill UPDATE; replaced (same length) for parsing only
+_PLACEHOLDER = re.compile(r"(?<![:\w]):(lo|hi)\b")
+_LEADING_NOISE = re.compile(r"\A(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
+
+TIMESCALE_FUNCTIONS = frozenset({
+    "create_hypertable", "add_compression_policy", "remove_compression_policy", "add_retention_policy",
+    "remove_retention_policy", "add_continuous_aggregate_policy", "remove_continuous_aggregate_policy",
+    "refresh_continuous_aggregate", "time_bucket", "time_bucket_gapfill", "add_dimension",
+    "set_chunk_time_interval", "compress_chunk", "decompress_chunk", "add_reorder_policy",
+    "by_range", "by_hash", "add_columnstore_policy", "convert_to_columnstore",
+})
+
+_WRAPPERS = {"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"}
+
+
+@dataclass
+class Statement:
+    """One SQL statement: original text (no trailing ``;``), 1-based line, parse tree."""
+
+    text: str
+    line: int
+    node: Any
+
+
+def for_parser(text: str) -> str:
+    """``text`` with backfill placeholders replaced by same-length literals, so offsets still match."""
+    return _PLACEHOLDER.sub(lambda m: "0" * len(m.group(0)), text)
+
+
+def parse(text: str) -> tuple:
+    """pglast's RawStmt list for ``text`` (placeholders tolerated); raises pglast's ParseError."""
+    from pglast import parse_sql
+
+    return parse_sql(for_parser(text))
+
+
+def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], int]:
+    """Statements of ``text`` (transaction wrappers removed) and how many wrappers were removed."""
+    from pglast.parser import ParseError as PgParseError
+
+    try:
+        raw = parse(text)
+    except PgParseError as exc:
+        index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+        line = first_line + text[:max(index, 0)].count("\n")
+        raise ParseError(path, f"SQL syntax error: {exc.args[0]}", line=line, field="sql",
+                         hint="fix the statement (mreg reads SQL with PostgreSQL's own parser, pglast)") from None
+    out: list[Statement] = []
+    wrappers = 0
+    for rs in raw:
+        start = rs.stmt_location or 0
+        end = start + rs.stmt_len if rs.stmt_len else len(text)
+        chunk = text[start:end]
+        lead = _LEADING_NOISE.match(chunk).end()
+        body = chunk[lead:].rstrip().rstrip(";").rstrip()
+        line = first_line + text[:start + lead].count("\n")
+        node = rs.stmt
+        if type(node).__name__ == "TransactionStmt":
+            kind = getattr(node.kind, "name", str(node.kind))
+            if kind in _WRAPPERS:
+                wrappers += 1
+                continue
+            raise ParseError(path, f"transaction control statement `{body}` inside a migration", line=line,
+                             field="sql", hint="remove it: mreg runs each phase in its own transaction "
+                             "(or outside one with `txmode: none`)")
+        out.append(Statement(body, line, node))
+    return out, wrappers
+
+
+def _name(n: Any) -> str:
+    return getattr(n, "sval", "") or ""
+
+
+def autocommit_reason(node: Any) -> str | None:
+    """Why PostgreSQL (or TimescaleDB) refuses to run this statement in a transaction, or None."""
+    kind = type(node).__name__
+    if kind == "IndexStmt" and node.concurrent:
+        return "CREATE INDEX CONCURRENTLY"
+    if kind == "DropStmt" and node.concurrent:
+        return "DROP INDEX CONCURRENTLY"
+    if kind == "ReindexStmt" and any(getattr(p, "defname", "") == "concurrently" for p in node.params or ()):
+        return "REINDEX CONCURRENTLY"
+    if kind == "VacuumStmt" and node.is_vacuumcmd:
+        return "VACUUM"
+    if kind == "AlterEnumStmt" and node.newVal is not None and not node.oldVal:
+        return "ALTER TYPE ... ADD VALUE (refused in a transaction before PostgreSQL 12)"
+    if kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt"):
+        return kind.removesuffix("Stmt")
+    if kind == "CallStmt":
+        names = [_name(n) for n in node.funccall.funcname]
+        if names and names[-1] == "refresh_continuous_aggregate":
+            return "CALL refresh_continuous_aggregate"
+    if kind == "CreateTableAsStmt" and node.into is not None:
+        for opt in node.into.options or ():
+            if getattr(opt, "defnamespace", None) == "timescaledb" and opt.defname in ("continuous",):
+                return "CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous)"
+    if kind == "AlterTableStmt":
+        for cmd in node.cmds or ():
+            part = getattr(cmd, "def_", None)
+            if type(part).__name__ == "PartitionCmd" and getattr(part, "concurrent", False):
+                return "ALTER TABLE ... DETACH PARTITION CONCURRENTLY"
+    return None
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every pglast AST node under ``node`` (itself included), depth first."""
+    from pglast.ast import Node
+
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Node):
+            yield item
+            for attr in item:
+                value = getattr(item, attr, None)
+                if isinstance(value, (Node, tuple, list)):
+                    stack.append(value)
+        elif isinstance(item, (tuple, list)):
+            stack.extend(reversed(item))
+
+
+def uses_timescale(nodes: list[Any]) -> bool:
+    """True when the statements call TimescaleDB functions, options or its extension."""
+    for root in nodes:
+        for n in walk(root):
+            kind = type(n).__name__
+            if kind == "FuncCall" and n.funcname and _name(n.funcname[-1]) in TIMESCALE_FUNCTIONS:
+                return True
+            if kind == "DefElem" and getattr(n, "defnamespace", None) == "timescaledb":
+                return True
+            if kind == "CreateExtensionStmt" and n.extname == "timescaledb":
+                return True
+            if kind == "DefElem" and (n.defname or "").startswith("timescaledb."):
+                return True
+    return False
