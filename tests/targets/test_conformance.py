@@ -88,7 +88,7 @@ SAMPLES: dict[str, dict] = {
         "rollback": "DEL conformance:t",
         "tamper": [],
         "unreachable_url": "redis://127.0.0.1:1/0",
-        "options": {},
+        "options": {"lock_lease_ms": 2000},  # a killed holder's lease ends within 2 s
     },
 }
 
