@@ -424,6 +424,14 @@ class Trust:
         for r in self.revocations:
             self._revoked.setdefault(r.keyid, []).append(r)
 
+    def __getstate__(self) -> dict:  # public key objects do not pickle; rebuild them
+        return {"signers": self.signers, "revocations": self.revocations}
+
+    def __setstate__(self, state: dict) -> None:
+        self.signers = state["signers"]
+        self.revocations = state["revocations"]
+        self.__post_init__()
+
     @classmethod
     def from_files(cls, allowed: Path, revoked: Path | None = None) -> Trust:
         signers = (parse_allowed_signers(allowed.read_text(encoding="utf-8"), str(allowed))

@@ -140,6 +140,14 @@ class LedgerStore:
                                  "ORDER BY seq", (origin, start, end))
         return [bytes(r[0]) for r in rows]
 
+    def events(self, origin: str, start: int = 0, limit: int | None = None) -> list[dict]:
+        """The browsing projection of a log's leaves (seq, type, event id, actor, time, key id)."""
+        rows = self.conn.execute(
+            "SELECT seq, event_type, event_id, actor, time, keyid, leaf_hash FROM ledger_leaves "
+            "WHERE origin = ? AND seq >= ? ORDER BY seq LIMIT ?", (origin, start, limit or -1))
+        return [{"seq": r[0], "type": r[1], "event_id": r[2], "actor": r[3], "time": r[4], "keyid": r[5],
+                 "leaf_hash": bytes(r[6]).hex()} for r in rows]
+
     def leaf_hashes(self, origin: str) -> list[bytes]:
         rows = self.conn.execute("SELECT leaf_hash FROM ledger_leaves WHERE origin = ? ORDER BY seq",
                                  (origin,))
