@@ -219,9 +219,12 @@ def targets_for(migration: Migration, targets: dict) -> list[str]:
     """Names of the targets a migration goes to.
 
     By ``migration.database``: every target of that type, unless the migration names
-    one (``metadata["target"]``, a name or a list of names) — then only those.
+    one (a ``Target:`` header line, or ``metadata["target"]``: a name or comma-separated names) —
+    then only those.
     """
-    named = migration.metadata.get("target") or migration.metadata.get("targets")
+    extra = {str(k).lower(): v for k, v in (migration.metadata.get("extra_header") or {}).items()}
+    named = (migration.metadata.get("target") or migration.metadata.get("targets")
+             or extra.get("target") or extra.get("targets"))
     if isinstance(named, str):
         named = [n.strip() for n in named.split(",") if n.strip()]
     out = []

@@ -1,0 +1,172 @@
+"""The executor: takes the plan to the targets under their locks, ledgering every fact.
+
+``apply(cfg, …)`` is a generator of :class:`~registry.apply.progress.Progress` records; the CLI
+renders them. Its sequence (CONTRACTS.md, "the mirror protocol"):
+
+1. open catalog.db, the signing key, and an adapter per target (unavailable ones reported, skipped);
+2. take every target's lock (name order), ``ensure_mirror``, pull the mirror into catalog.db;
+3. plan from the logs as they are *now* (after the lock, so two operators never plan the same work);
+4. run each entry (``registry.apply.runner``), stopping at the first failure;
+5. always: checkpoint each log that grew (catalog.db, the target, Git ``refs/notes/mreg``), release locks.
+"""
+
+from __future__ import annotations
+
+from registry.apply.context import (
+    engine_targets,
+    load_migrations,
+    lock_all,
+    open_engine,
+    sync_all,
+    write_checkpoints,
+)
+from registry.apply.logio import actor
+from registry.apply.progress import Progress
+from registry.apply.runner import ValidationFailed, run_entry
+from registry.errors import ConfigError
+from registry.model import PHASES
+
+__all__ = ["apply", "compute_plan", "Progress", "ValidationFailed", "ContractNotConfirmed"]
+
+DEFAULT_LOCK_WAIT_S = 60.0
+
+
+class ContractNotConfirmed(ConfigError):
+    """``--phase contract`` was asked without ``--confirm-contract``."""
+
+
+def _owner() -> str:
+    import os
+
+    return f"{actor()} pid {os.getpid()}"
+
+
+def compute_plan(cfg, *, target: str | None = None, phase: str = "all", to: str | None = None,
+                 confirm_contract: bool = False):
+    """(plan, notices): the plan from the targets' mirrors, read without taking locks."""
+    from registry.plan import build_plan, log_state
+
+    if phase not in (*PHASES, "all"):
+        raise ConfigError(f"unknown phase {phase!r}", hint="use expand, migrate, contract or all")
+    migrations = load_migrations(cfg)
+    eng = open_engine(cfg, engine_targets(cfg, target), required=target, sign=False)
+    try:
+        for log in eng.logs.values():
+            log.sync()
+        states = {name: log_state(log.statements()) for name, log in eng.logs.items()}
+        plan = build_plan(migrations, cfg.targets, states, phase=phase, to=to, only_target=target,
+                          confirm_contract=confirm_contract)
+        return plan, list(eng.notices)
+    finally:
+        eng.close()
+
+
+def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None = None,
+          dry_run: bool = False, confirm_contract: bool = False, lock_wait_s: float = DEFAULT_LOCK_WAIT_S):
+    """Apply pending phases; yields Progress. Raises the failure after ledgering it (exit 1 or 3)."""
+    from registry.plan import build_plan, log_state
+
+    if phase not in (*PHASES, "all"):
+        raise ConfigError(f"unknown phase {phase!r}", hint="use expand, migrate, contract or all")
+    if phase == "contract" and not confirm_contract and not dry_run:
+        raise ContractNotConfirmed(
+            "the contract phase removes what older application versions may still read",
+            hint="deploy the application version that no longer needs the old schema, "
+                 "then run `mreg apply --phase contract --confirm-contract`")
+    migrations = load_migrations(cfg)
+    eng = open_engine(cfg, engine_targets(cfg, target), required=target, sign=True)
+    try:
+        yield from eng.notices
+        lock_all(eng, _owner(), lock_wait_s)
+        for name in sorted(eng.locks):
+            yield Progress("lock_acquired", target=name, message=f"lock on {name} taken")
+        pulled = sync_all(eng)
+        for name, n in pulled.items():
+            if n:
+                yield Progress("synced", target=name, done=n, message=f"{n} entries pulled from {name}'s mirror")
+        states = {name: log_state(log.statements()) for name, log in eng.logs.items()}
+        plan = build_plan(migrations, cfg.targets, states, phase=phase, to=to, only_target=target,
+                          confirm_contract=confirm_contract)
+        runnable = [e for e in plan.entries if not e.needs_confirmation]
+        yield Progress("planned", total=len(runnable), message=f"{len(runnable)} phase(s) to apply",
+                       data={"plan": plan.as_dict()})
+        skipped_contracts = set()
+        for e in plan.entries:
+            if e.needs_confirmation:
+                skipped_contracts.add((e.target, e.migration.id))
+                yield Progress("skipped", e.target, e.migration.id, e.phase, e.tenant,
+                               message=f"{e.migration.id} contract waits for --confirm-contract")
+        if dry_run:
+            yield from _dry_run(eng, runnable)
+            return
+        for entry in runnable:
+            if _depends_on_skipped(entry, skipped_contracts):
+                yield Progress("skipped", entry.target, entry.migration.id, entry.phase, entry.tenant,
+                               message=f"{entry.migration.id} {entry.phase} waits for a contract not confirmed")
+                continue
+            check = getattr(eng.adapters[entry.target], "lock_alive", None)
+            if check is not None and not check():
+                from registry.targets.base import LockTimeout
+
+                raise LockTimeout(f"the lock on target {entry.target} was lost (its connection ended)",
+                                  hint="run `mreg apply` again; nothing after the last recorded step ran",
+                                  target=entry.target)
+            yield from run_entry(eng.logs[entry.target], eng.adapters[entry.target], entry)
+        yield Progress("finished", total=len(runnable), message="done")
+    finally:
+        try:
+            for rec in write_checkpoints(eng):
+                pass
+        finally:
+            eng.close()
+
+
+def _depends_on_skipped(entry, skipped: set) -> bool:
+    if entry.phase != "contract":
+        return False
+    return any((entry.target, dep) in skipped for dep in entry.migration.dependencies)
+
+
+def _dry_run(eng, entries):
+    """Run the plan inside one transaction per target and roll it back; report each step."""
+    from registry.apply.runner import check_rules
+
+    by_target: dict[str, list] = {}
+    for e in entries:
+        by_target.setdefault(e.target, []).append(e)
+    for name, items in by_target.items():
+        adapter = eng.adapters[name]
+        if not adapter.transactional_ddl:
+            for e in items:
+                for i, step in enumerate(e.steps):
+                    yield Progress("dry_run_step", name, e.migration.id, e.phase, e.tenant, i + 1, len(e.steps),
+                                   message="not run (this target's changes cannot be rolled back): "
+                                           + _first_line(step.content))
+            continue
+        with adapter.session(True) as s:
+            for e in items:
+                for i, step in enumerate(e.steps):
+                    if not step.transactional or e.migration.txmode == "none":
+                        msg = "not run (cannot run inside a transaction): "
+                    else:
+                        s.execute(step, path=e.migration.path)
+                        msg = "ok: "
+                    yield Progress("dry_run_step", name, e.migration.id, e.phase, e.tenant, i + 1, len(e.steps),
+                                   message=msg + _first_line(step.content))
+                if e.phase == "migrate" and e.migration.backfill is not None:
+                    bf = e.migration.backfill
+                    yield Progress("dry_run_step", name, e.migration.id, e.phase, e.tenant,
+                                   message=f"backfill {bf.table} by {bf.key} in batches of "
+                                           f"{e.migration.settings.batch_size} (not run)")
+                bad = check_rules(s, e, "post", adapter.kind)
+                if bad is not None:
+                    yield Progress("validation_failed", name, e.migration.id, e.phase, e.tenant,
+                                   message=f"rule {bad['rule']}: expected {bad['expected']!r}, found {bad['found']!r}")
+            s.rollback()
+        yield Progress("finished", target=name, message=f"dry run on {name}: rolled back")
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("--")]
+    line = lines[0] if lines else text.strip()
+    return line if len(line) <= 100 else line[:97] + "..."

@@ -1,0 +1,199 @@
+"""What every engine command opens first: the migrations, the ledger, the targets and their locks.
+
+A target whose server is not available (``registry.dev.resolve_url`` raises
+``TargetUnavailable``) is reported once and skipped, unless the command names it,
+in which case the error goes up (exit 2, with the hint saying how to provide one).
+Locks are taken in the order of the targets' names, so two operators needing the
+same targets never wait on each other in a circle.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry.apply.logio import TargetLog, origin_of
+from registry.apply.progress import Progress
+from registry.errors import ConfigError, DatabaseError, TargetUnavailable
+
+EXTENSIONS = {".sql", ".cypher", ".redis", ".py", ".ts", ".js"}
+FOLDER_DATABASES = {"postgresql": "postgresql", "postgres": "postgresql", "timescale": "timescale",
+                    "timescaledb": "timescale", "neo4j": "neo4j", "redis": "redis"}
+
+
+def load_migrations(cfg) -> list:
+    """The registered migrations (the registry's view), else the canonical files under ``migrations/``."""
+    try:
+        from registry.registration import registered_migrations
+    except ImportError:
+        registered_migrations = None
+    if registered_migrations is not None:
+        found = registered_migrations(cfg)
+        if found:
+            return list(found)
+    return parse_folder(cfg)
+
+
+def parse_folder(cfg) -> list:
+    """Parse every migration file under ``cfg.migrations.value`` (a flat folder or one per database)."""
+    from registry.parse import parse_migration
+
+    root = Path(cfg.migrations.value)
+    out = []
+    if not root.is_dir():
+        return out
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix not in EXTENSIONS or path.name.startswith((".", "_")):
+            continue
+        rel = path.relative_to(root)
+        database = None
+        for part in rel.parts[:-1]:
+            database = FOLDER_DATABASES.get(part.lower(), database)
+        try:
+            shown = str(path.relative_to(cfg.root))
+        except ValueError:
+            shown = str(path)
+        out.append(parse_migration(shown, path.read_bytes(), database=database))
+    return out
+
+
+def open_adapter(cfg, target):
+    """A connected adapter for ``target``; ``TargetUnavailable`` when it has no server."""
+    from registry.targets import adapter_class
+
+    if target.is_dev:
+        from registry.dev import resolve_url
+
+        url = resolve_url(cfg, target)
+    else:
+        url = target.url
+    adapter = adapter_class(target.type)(target, url)
+    adapter.connect()
+    return adapter
+
+
+@dataclass
+class Engine:
+    """The open state of one engine command: ledger store, signer, adapters, logs, held locks."""
+
+    cfg: object
+    store: object
+    signer: object | None
+    adapters: dict = field(default_factory=dict)
+    logs: dict = field(default_factory=dict)
+    unavailable: dict = field(default_factory=dict)  # name -> message
+    notices: list = field(default_factory=list)      # Progress records to report
+    locks: dict = field(default_factory=dict)
+    stack: ExitStack = field(default_factory=ExitStack)
+
+    def log(self, name: str) -> TargetLog:
+        return self.logs[name]
+
+
+def open_engine(cfg, names: list[str], *, required: str | None = None, sign: bool = True) -> Engine:
+    """Open catalog.db, the signing key and an adapter per target in ``names`` (skipping unavailable ones)."""
+    from ledger.store import LedgerStore
+
+    cfg.catalog.value.parent.mkdir(parents=True, exist_ok=True)
+    store = LedgerStore(cfg.catalog.value)
+    signer = None
+    if sign:
+        from ledger.keys import load_signer
+
+        signer = load_signer(cfg.key.value)
+    eng = Engine(cfg, store, signer)
+    eng.stack.callback(store.close)
+    for name in sorted(set(names)):
+        target = cfg.target(name)
+        try:
+            adapter = open_adapter(cfg, target)
+        except (TargetUnavailable, DatabaseError) as exc:
+            if name == required:
+                eng.close()
+                raise
+            eng.unavailable[name] = exc.message
+            eng.notices.append(Progress("target_unavailable", target=name,
+                                        message=f"target {name} skipped: {exc.message}"
+                                                + (f" ({exc.hint})" if exc.hint else "")))
+            continue
+        eng.adapters[name] = adapter
+        eng.stack.callback(adapter.close)
+        eng.logs[name] = TargetLog(store, origin_of(cfg, name), adapter, signer, target)
+    return eng
+
+
+def lock_all(eng: Engine, owner: str, timeout_s: float) -> None:
+    """Take every open target's lock (in name order); released by ``eng.close()``."""
+    for name in sorted(eng.adapters):
+        adapter = eng.adapters[name]
+        handle = adapter.acquire_lock(owner, timeout_s)
+        eng.locks[name] = handle
+        eng.stack.callback(adapter.release_lock, handle)
+
+
+def sync_all(eng: Engine) -> dict[str, int]:
+    return {name: log.sync() for name, log in sorted(eng.logs.items())}
+
+
+def close(eng: Engine) -> None:
+    eng.stack.close()
+
+
+Engine.close = close  # type: ignore[attr-defined]
+
+
+def engine_targets(cfg, target: str | None, migrations: list | None = None) -> list[str]:
+    """The targets a command works on: the one named, else every configured target."""
+    if target is not None:
+        cfg.target(target)  # raises ConfigError for an unknown name
+        return [target]
+    return sorted(cfg.targets)
+
+
+def write_checkpoints(eng: Engine) -> list[Progress]:
+    """Checkpoint every log that grew, in catalog.db, in its target and in Git ``refs/notes/mreg``."""
+    out = []
+    notes = []
+    for name, log in sorted(eng.logs.items()):
+        if not log.appended:
+            log.flush()
+            continue
+        try:
+            note = log.checkpoint()
+        except DatabaseError as exc:
+            out.append(Progress("warning", target=name, message=f"checkpoint not written to {name}: {exc}"))
+            continue
+        if note:
+            notes.append(note)
+            out.append(Progress("checkpoint_written", target=name, done=log.size,
+                                message=f"checkpoint {log.origin} size {log.size}"))
+    if notes:
+        git_note(eng.cfg, eng.store)
+    return out
+
+
+def git_note(cfg, store) -> bool:
+    """Store the latest checkpoint of every log as the note of HEAD under ``refs/notes/mreg``."""
+    root = Path(cfg.root)
+    if not (root / ".git").exists():
+        return False
+    texts = []
+    for origin in sorted(store.origins()):
+        cp = store.latest_checkpoint(origin)
+        if cp:
+            texts.append(cp.rstrip("\n"))
+    if not texts:
+        return False
+    try:
+        head = subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=root,
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return False
+        done = subprocess.run(["git", "notes", "--ref=mreg", "add", "-f", "-F", "-", "HEAD"], cwd=root,
+                              input="\n\n".join(texts) + "\n", capture_output=True, text=True, timeout=10)
+        return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+

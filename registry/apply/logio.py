@@ -1,0 +1,174 @@
+"""A target's log as the engine appends to it: the mirror protocol of CONTRACTS.md.
+
+Under the target's lock the engine first pulls what the mirror (the target's own
+version table, authoritative for this log) holds beyond catalog.db's replica
+(``sync``), then builds each new leaf on the replica's head, writes its mirror row
+in the session that carries the migration's steps (``stage``) and, once that
+session committed, stores the leaf in catalog.db (``committed``). A leaf whose
+session rolled back is forgotten (``discard``). If the process dies between the
+mirror's commit and catalog.db, the next ``sync`` copies the leaf from the mirror:
+the mirror commit is the one point where an event happens.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass, field
+
+from registry.errors import DatabaseError
+
+
+class MirrorBehind(DatabaseError):
+    """catalog.db holds more of a target's log than the target's mirror (or a different history).
+
+    ``data``: target, origin, catalog (size in catalog.db), mirror (size in the target).
+    """
+
+
+def actor() -> str:
+    """Who acts: ``$MREG_ACTOR``, else ``user@host``."""
+    return os.environ.get("MREG_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def origin_of(cfg, target_name: str) -> str:
+    return f"{cfg.project.value}/{target_name}"
+
+
+def migration_ref(m) -> dict:
+    """The ``migration`` object of a statement."""
+    return {"id": m.id, "version": m.version, "checksum": m.checksum, "path": m.path}
+
+
+def clean(details: dict) -> dict:
+    """Details without None values (statements omit absent fields) and with only JSON-safe ints."""
+    out = {}
+    for k, v in details.items():
+        if v is None:
+            continue
+        if isinstance(v, float):
+            v = int(v)
+        if isinstance(v, dict):
+            v = clean(v)
+        out[k] = v
+    return out
+
+
+@dataclass
+class TargetLog:
+    """One target's log: its catalog.db replica, its mirror, and the leaves staged in an open session."""
+
+    store: object
+    origin: str
+    adapter: object
+    signer: object
+    target: object  # registry.config.Target
+    actor: str = field(default_factory=actor)
+    size: int = 0
+    prev: bytes = b"\x00" * 32
+    staged: list = field(default_factory=list)
+    appended: int = 0
+    defer_catalog: bool = True
+    unflushed: list = field(default_factory=list)
+
+    # -- replica <- mirror ------------------------------------------------------
+    def sync(self) -> int:
+        """Pull the mirror's rows beyond catalog.db's head into catalog.db; return how many."""
+        self.flush()
+        self.adapter.ensure_mirror()
+        size, _ = self.store.head(self.origin)
+        start = max(size - 1, 0)
+        rows = self.adapter.mirror_rows(self.origin, start=start)
+        if size and (not rows or rows[0].seq != size - 1):
+            raise MirrorBehind(
+                f"target {self.target.name}: catalog.db holds {size} entries of {self.origin} "
+                f"but the target's mirror has fewer",
+                hint="the target's schema_versions was reset or this catalog.db belongs to another "
+                     "database; point MREG_CATALOG at a fresh catalog (the mirror is authoritative) "
+                     "or restore the target's mirror",
+                target=self.target.name, origin=self.origin, catalog=size)
+        leaves = [bytes(r.leaf) for r in rows]
+        if leaves:
+            self.store.add_leaves(self.origin, leaves)  # checks the chain; an identical re-add is a no-op
+        new_size, new_prev = self.store.head(self.origin)
+        pulled = new_size - size
+        self.size, self.prev = new_size, new_prev
+        return pulled
+
+    def statements(self) -> list[dict]:
+        from ledger.log import parse_leaf
+
+        self.flush()
+        return [parse_leaf(leaf).statement for leaf in self.store.leaves(self.origin)]
+
+    # -- appending --------------------------------------------------------------
+    def build(self, type: str, migration=None, details: dict | None = None,
+              refs: list[str] | None = None) -> tuple[bytes, str]:
+        """Sign a statement and build its leaf on the current head (not yet stored anywhere)."""
+        from ledger.dsse import sign_envelope
+        from ledger.log import build_leaf
+        from ledger.merkle import leaf_hash
+        from ledger.statement import new_statement
+
+        stmt = new_statement(
+            ledger=self.origin, type=type, actor=self.actor,
+            migration=migration_ref(migration) if migration is not None else None,
+            target={"engine": self.target.type, "id": self.target.name},
+            refs=refs, details=clean(details or {}),
+        )
+        leaf = build_leaf(self.size, self.prev, sign_envelope(stmt, self.signer))
+        self.size += 1
+        self.prev = leaf_hash(leaf)
+        return leaf, stmt["event_id"]
+
+    def stage(self, session, type: str, migration=None, details: dict | None = None,
+              refs: list[str] | None = None) -> str:
+        """Append an event's mirror row in ``session``; it counts once the session commits."""
+        from registry.targets.base import mirror_row_from_leaf
+
+        leaf, event_id = self.build(type, migration, details, refs)
+        session.append_mirror(mirror_row_from_leaf(leaf))
+        self.staged.append(leaf)
+        return event_id
+
+    def committed(self) -> None:
+        """The session holding the staged rows committed: the events happened."""
+        if not self.staged:
+            return
+        self.appended += len(self.staged)
+        self.unflushed.extend(self.staged)
+        self.staged = []
+        if not self.defer_catalog or len(self.unflushed) >= 200:
+            self.flush()
+
+    def discard(self) -> None:
+        """The session rolled back: forget its staged rows and rewind to the last committed head."""
+        self.staged = []
+        self.flush()
+        self.size, self.prev = self.store.head(self.origin)
+
+    def flush(self) -> None:
+        """Copy committed leaves into catalog.db (the mirror already holds them)."""
+        if self.unflushed:
+            leaves, self.unflushed = self.unflushed, []
+            self.store.add_leaves(self.origin, leaves)
+
+    def record(self, type: str, migration=None, details: dict | None = None,
+               refs: list[str] | None = None, *, tenant: str | None = None) -> str:
+        """Append one event in its own transaction (non-transactional work, outcomes after failures)."""
+        with self.adapter.session(True) as s:
+            event_id = self.stage(s, type, migration, details, refs)
+            s.commit()
+        self.committed()
+        return event_id
+
+    def checkpoint(self) -> str | None:
+        """Sign a checkpoint of the replica and store it in the target; return the note."""
+        self.flush()
+        size, _ = self.store.head(self.origin)
+        if size == 0:
+            return None
+        note = self.store.checkpoint(self.origin, self.signer)
+        self.adapter.write_checkpoint(self.origin, size, note)
+        return note

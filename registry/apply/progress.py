@@ -1,0 +1,32 @@
+"""Typed progress records the engine yields; the CLI renders them (rich progress bars, lines, JSON).
+
+Each record is a past-tense fact (or a notice) with stable field meanings:
+
+- ``event``: ``target_unavailable``, ``lock_acquired``, ``synced``, ``planned``, ``phase_started``,
+  ``step_done``, ``batch_done``, ``phase_succeeded``, ``phase_failed``, ``validation_failed``,
+  ``skipped``, ``dry_run_step``, ``rollback_started``, ``rollback_succeeded``, ``checkpoint_written``,
+  ``warning``, ``finished``.
+- ``target``, ``migration``, ``phase``, ``tenant``: what it concerns (None when not applicable).
+- ``done`` / ``total``: steps, batches or rows done so far out of the total (0 when unknown).
+- ``message``: one human line; ``data``: extra fields (JSON-able).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Progress:
+    event: str
+    target: str | None = None
+    migration: str | None = None
+    phase: str | None = None
+    tenant: str | None = None
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    data: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
