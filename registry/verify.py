@@ -106,7 +106,21 @@ def check_ledger(cfg: Config, *, processes: int | None = None) -> list[Check]:
     return out
 
 
-CHECKS: list[Callable[[Config], list[Check]]] = [check_ledger]
+def check_mirrors(cfg: Config) -> list[Check]:
+    """Mirrors equal catalog.db, column by column (added by the apply engine)."""
+    from registry.apply.checks import check_mirrors as run
+
+    return run(cfg)
+
+
+def check_files(cfg: Config) -> list[Check]:
+    """Applied files' checksums equal the files in the tree (added by the apply engine)."""
+    from registry.apply.checks import check_files as run
+
+    return run(cfg)
+
+
+CHECKS: list[Callable[[Config], list[Check]]] = [check_ledger, check_mirrors, check_files]
 
 
 def verify_all(cfg: Config) -> list[Check]:
