@@ -13,6 +13,7 @@ from registry.parse.errors import ParseError
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}
 _HEX = "0123456789abcdefABCDEF"
+_SPACE = " \t\n\v\f\r"  # C isspace(), as sdssplitargs uses
 
 
 class RedisQuoteError(ValueError):
@@ -33,7 +34,7 @@ def split_args(line: str) -> list[str]:
     args: list[str] = []
     i, n = 0, len(line)
     while True:
-        while i < n and line[i].isspace():
+        while i < n and line[i] in _SPACE:
             i += 1
         if i >= n:
             return args
@@ -51,7 +52,7 @@ def split_args(line: str) -> list[str]:
                     i += 1
                     current.append(_ESCAPES.get(line[i], line[i]))
                 elif c == '"':
-                    if i + 1 < n and not line[i + 1].isspace():
+                    if i + 1 < n and line[i + 1] not in _SPACE:
                         raise RedisQuoteError("closing quote must be followed by a space")
                     in_dq = False
                     i += 1
@@ -67,7 +68,7 @@ def split_args(line: str) -> list[str]:
                     i += 1
                     current.append("'")
                 elif c == "'":
-                    if i + 1 < n and not line[i + 1].isspace():
+                    if i + 1 < n and line[i + 1] not in _SPACE:
                         raise RedisQuoteError("closing quote must be followed by a space")
                     in_sq = False
                     i += 1
@@ -76,7 +77,7 @@ def split_args(line: str) -> list[str]:
                     current.append(c)
                 i += 1
             else:
-                if i >= n or line[i].isspace():
+                if i >= n or line[i] in _SPACE:
                     break
                 c = line[i]
                 if c == '"':
