@@ -19,8 +19,9 @@ import typer
 from registry import __version__
 
 COMMAND_MODULES = [
-    "registry.cli.config_cmd",
+    "registry.cli.registry_cmd",
     "registry.cli.ledger_cmd",
+    "registry.cli.config_cmd",
     "registry.cli.apply_cmd",
 ]
 

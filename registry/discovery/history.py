@@ -47,7 +47,7 @@ class Objects:
         self.repo = Repo(repo_path)
         self.store = self.repo.object_store
         self._parse_tree = parse_tree
-        self._trees: dict[str, dict[str, tuple[int, str]]] = {}
+        self._trees: dict[bytes, frozenset] = {}
         self._cap = tree_cache
         self.reads = 0
 
@@ -80,13 +80,14 @@ class Objects:
                 when = int(ts) if ts.isdigit() else 0
         return CommitInfo(sha, tree, tuple(parents), author, when)
 
-    def tree(self, sha: str) -> dict[str, tuple[int, str]]:
+    def tree(self, sha: bytes) -> frozenset:
+        """The entries ``(name, mode, hex id)`` (bytes) of a tree, as a set (diffed in C)."""
         cached = self._trees.get(sha)
         if cached is not None:
             return cached
-        _, raw = self.raw(sha)
-        entries = {name.decode("utf-8", "surrogateescape"): (mode, hexsha.decode("ascii"))
-                   for name, mode, hexsha in self._parse_tree(raw, 20)}
+        self.reads += 1
+        _, raw = self.store.get_raw(sha)
+        entries = frozenset(self._parse_tree(raw, 20))
         if len(self._trees) >= self._cap:
             self._trees.clear()
         self._trees[sha] = entries
@@ -181,24 +182,25 @@ def walk(objects: Objects, heads: list[str], seen: set[str]) -> list[CommitInfo]
 def diff(objects: Objects, scope: rules.Scope, old: str | None, new: str | None) -> list[Change]:
     """Changes to candidate files between two root trees (either may be None)."""
     out: list[Change] = []
-    _diff(objects, scope, old, new, "", out)
+    _diff(objects, scope, old.encode() if old else None, new.encode() if new else None, "", out)
     return out
 
 
-def _diff(objects: Objects, scope: rules.Scope, old: str | None, new: str | None, prefix: str,
+def _diff(objects: Objects, scope: rules.Scope, old: bytes | None, new: bytes | None, prefix: str,
           out: list[Change]) -> None:
     if old == new:
         return
-    a = objects.tree(old) if old else {}
-    b = objects.tree(new) if new else {}
+    a = objects.tree(old) if old else frozenset()
+    b = objects.tree(new) if new else frozenset()
+    changed: dict[bytes, list] = {}
+    for name, mode, sha in a - b:
+        changed.setdefault(name, [None, None])[0] = (mode, sha)
+    for name, mode, sha in b - a:
+        changed.setdefault(name, [None, None])[1] = (mode, sha)
     folder = prefix[:-1]
     holds = None
-    for name in a.keys() | b.keys():
-        ea = a.get(name)
-        eb = b.get(name)
-        if ea == eb:
-            continue
-        path = prefix + name
+    for bname, (ea, eb) in changed.items():
+        path = prefix + bname.decode("utf-8", "surrogateescape")
         a_dir = ea is not None and stat.S_ISDIR(ea[0])
         b_dir = eb is not None and stat.S_ISDIR(eb[0])
         if a_dir or b_dir:
@@ -213,4 +215,4 @@ def _diff(objects: Objects, scope: rules.Scope, old: str | None, new: str | None
         if holds is None:
             holds = scope.holds(folder)
         if holds and rules.naming(path) is not None:
-            out.append(Change(path, ea, eb))
+            out.append(Change(path, (ea[0], ea[1].decode()) if ea else None, (eb[0], eb[1].decode()) if eb else None))

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from registry.discovery import rules
 from registry.discovery.history import LINK_MODE, Change, CommitInfo
 from registry.discovery.inspect import inspect
+from registry.model import checksum_bytes
 
 RENAME_SIMILARITY = 0.7
 
@@ -36,6 +37,7 @@ class Lineage:
     revisions: list[dict] = field(default_factory=list)  # [{"sha", "date", "blob", "checksum"}]
     renames: list[dict] = field(default_factory=list)  # [{"sha", "date", "from", "to"}]
     deleted: dict | None = None  # {"sha", "date"}
+    mode: int = 0o100644
 
     @property
     def active(self) -> bool:
@@ -80,6 +82,7 @@ class State:
         self.lineages: dict[int, Lineage] = {}
         self.files: dict[str, int] = {}  # path -> lineage key (0: a candidate that is no migration)
         self.parsed: dict[str, dict] = {}  # blob id -> inspect() result
+        self.sums: dict[str, str] = {}  # blob id -> checksum (revisions need no more)
         self.commits: set[str] = set()
         self.refs: dict[str, str] = {}
         self.ids: set[str] = set()
@@ -100,6 +103,12 @@ class State:
             hit = inspect(path, data, naming, symlink=(mode == LINK_MODE))
             self.parsed[key] = hit
             self.new_parsed.add(key)
+        return hit
+
+    def checksum(self, objects, blob: str) -> str:
+        hit = self.sums.get(blob)
+        if hit is None:
+            hit = self.sums[blob] = checksum_bytes(objects.blob(blob))
         return hit
 
     # -- one commit -----------------------------------------------------------------
@@ -172,6 +181,7 @@ class State:
             description=naming.description, kind=naming.kind, blob=blob,
             first={"sha": commit.sha, "author": commit.author, "date": date},
             revisions=[{"sha": commit.sha, "date": date, "blob": blob, "checksum": parsed.get("checksum")}],
+            mode=mode,
         )
         self.lineages[key] = lin
         self.files[path] = key
@@ -179,10 +189,9 @@ class State:
 
     def _revise(self, objects, lin: Lineage, path, entry, commit, date) -> None:
         mode, blob = entry
-        naming = rules.naming(path)
-        parsed = self.parse(objects, path, naming, mode, blob)
-        lin.blob = blob
-        lin.revisions.append({"sha": commit.sha, "date": date, "blob": blob, "checksum": parsed.get("checksum")})
+        lin.blob, lin.mode = blob, mode
+        checksum = None if mode == LINK_MODE else self.checksum(objects, blob)
+        lin.revisions.append({"sha": commit.sha, "date": date, "blob": blob, "checksum": checksum})
         lin.deleted = None
         self.dirty_lineages.add(lin.key)
 

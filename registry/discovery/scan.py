@@ -73,14 +73,17 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                     state.apply(objects, c, diff(objects, scope, parent_tree, c.tree))
                     if i % PROGRESS_EVERY == 0 or i == new - 1:
                         yield Progress("commits", i + 1, new, c.sha[:12])
-                store.save(conn, state, heads)
                 reads = objects.reads
+                extra, errors = ([], [])
+                if worktree:
+                    extra, errors = scan_worktree(root, scope, state, git=True)
+                migrations, parse_errors = build(state, extra, objects)
+                store.save(conn, state, heads)
             finally:
                 objects.close()
-        extra, errors = ([], [])
-        if worktree:
-            extra, errors = scan_worktree(root, scope, state, git=is_repository(root))
-        migrations, parse_errors = build(state, extra)
+        else:
+            extra, errors = scan_worktree(root, scope, state, git=False)
+            migrations, parse_errors = build(state, extra, None)
         found = findings_mod.compute(migrations, parse_errors + errors)
         yield ScanResult(migrations, found, new, heads, reads, time.perf_counter() - started)
     finally:
@@ -150,15 +153,21 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def parsed_of(state: State, lin: Lineage) -> dict:
+def parsed_of(state: State, lin: Lineage, objects) -> dict:
+    """What the lineage's current file is (read and inspected once per blob, then cached)."""
     cached = getattr(lin, "parsed", None)
     if cached is not None:
         return cached
     key = f"{lin.blob}:{lin.kind}:{rules.database_from_path(lin.path) or ''}"
-    return state.parsed.get(key) or {}
+    hit = state.parsed.get(key)
+    if hit is None and objects is not None:
+        naming = rules.naming(lin.path)
+        if naming is not None:
+            hit = state.parse(objects, lin.path, naming, lin.mode, lin.blob)
+    return hit or {}
 
 
-def build(state: State, extra: list[Lineage]) -> tuple[list[dict], list[dict]]:
+def build(state: State, extra: list[Lineage], objects) -> tuple[list[dict], list[dict]]:
     """Migrations (duplicates grouped) and parse errors from the lineages."""
     lineages = list(state.lineages.values()) + extra
     errors = [findings_mod.finding("parse_error", [p], f"{p}: {d['message']}") for p, d in
@@ -166,7 +175,7 @@ def build(state: State, extra: list[Lineage]) -> tuple[list[dict], list[dict]]:
     groups: dict[str, list[tuple[Lineage, dict]]] = {}
     singles: list[tuple[Lineage, dict]] = []
     for lin in sorted(lineages, key=lambda x: ((x.first or {}).get("date") or "9", x.key)):
-        parsed = parsed_of(state, lin)
+        parsed = parsed_of(state, lin, objects)
         if parsed.get("error"):
             if lin.active:
                 err = parsed["error"]

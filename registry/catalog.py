@@ -1,0 +1,277 @@
+"""The catalog: tables an auditor reads in catalog.db, projected from the registry log.
+
+Projection tables (rebuilt by :func:`rebuild` from the log ``<project>/registry``,
+giving the same rows):
+
+- ``migrations``: one row per registered migration (latest ``register`` statement
+  wins; ``repair`` accepts a new checksum; ``consolidate`` moves it);
+- ``revisions``: every content a migration had in Git (commit, date, checksum);
+- ``locations``: every path where it stands or stood (``current`` 1/0);
+- ``dependencies``: declared dependencies (``migration_id`` -> ``depends_on``);
+- ``findings``: what the registry reports (computed from the rows above plus the
+  last scan's parse errors, kept in ``scan_findings``).
+
+``migration_contents`` (checksum -> text) holds file contents for full-text search
+(``migration_contents_fts``); it is content-addressed, filled by the scan from Git.
+
+Row writes use plain ``sqlite3`` so the post-commit hook stays lean; table creation,
+full-text search and rebuild use sqlite-utils. Table and column descriptions for
+Datasette are in ``registry/catalog_metadata.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+PROJECTION_TABLES = ("migrations", "revisions", "locations", "dependencies", "findings")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS migrations (
+    id TEXT PRIMARY KEY, path TEXT NOT NULL, database TEXT NOT NULL, scheme TEXT NOT NULL,
+    version TEXT, type TEXT, name TEXT, kind TEXT, status TEXT NOT NULL,
+    checksum TEXT NOT NULL, registered_checksum TEXT NOT NULL,
+    first_sha TEXT, first_author TEXT, first_date TEXT, deleted_sha TEXT, deleted_date TEXT,
+    declared_id TEXT, registered_seq INTEGER NOT NULL, updated_seq INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revisions (
+    migration_id TEXT NOT NULL, n INTEGER NOT NULL, sha TEXT, date TEXT, checksum TEXT,
+    PRIMARY KEY (migration_id, n));
+CREATE TABLE IF NOT EXISTS locations (
+    migration_id TEXT NOT NULL, path TEXT NOT NULL, current INTEGER NOT NULL,
+    PRIMARY KEY (migration_id, path));
+CREATE TABLE IF NOT EXISTS dependencies (
+    migration_id TEXT NOT NULL, depends_on TEXT NOT NULL, PRIMARY KEY (migration_id, depends_on));
+CREATE TABLE IF NOT EXISTS findings (
+    n INTEGER PRIMARY KEY, kind TEXT NOT NULL, migration_ids TEXT NOT NULL, paths TEXT NOT NULL,
+    message TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scan_findings (
+    n INTEGER PRIMARY KEY, kind TEXT NOT NULL, paths TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS migration_contents (checksum TEXT PRIMARY KEY, content TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS migrations_database ON migrations(database);
+CREATE INDEX IF NOT EXISTS migrations_status ON migrations(status);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """catalog.db with the projection tables (created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=60)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def registry_origin(cfg) -> str:
+    return f"{cfg.project.value}/registry"
+
+
+# -- projection of one statement ------------------------------------------------------
+
+def project(conn: sqlite3.Connection, stmt: dict, seq: int) -> None:
+    """Apply one registry-log statement to the projection tables (no commit)."""
+    kind = stmt.get("type")
+    mig = stmt.get("migration") or {}
+    details = stmt.get("details") or {}
+    if kind == "register":
+        _register(conn, mig, details, seq)
+    elif kind == "repair" and mig.get("id"):
+        conn.execute("UPDATE migrations SET registered_checksum = ?, updated_seq = ? WHERE id = ?",
+                     (mig["checksum"], seq, mig["id"]))
+    elif kind == "consolidate" and mig.get("id"):
+        new_path = details.get("to") or mig.get("path")
+        row = conn.execute("SELECT record FROM migrations WHERE id = ?", (mig["id"],)).fetchone()
+        if row and new_path:
+            record = json.loads(row[0])
+            record["path"] = new_path
+            record["paths"] = sorted({p for p in record.get("paths", []) if p != details.get("from")} | {new_path})
+            record.setdefault("renames", []).append(
+                {"sha": details.get("commit"), "date": stmt.get("time"), "from": details.get("from"), "to": new_path})
+            if details.get("checksum"):
+                record["checksum"] = details["checksum"]
+            _write(conn, mig["id"], record, _registered(conn, mig["id"]) or mig["checksum"], seq)
+
+
+def _registered(conn, mid: str) -> str | None:
+    row = conn.execute("SELECT registered_checksum FROM migrations WHERE id = ?", (mid,)).fetchone()
+    return row[0] if row else None
+
+
+def _register(conn, mig: dict, details: dict, seq: int) -> None:
+    record = dict(details.get("record") or {})
+    record.setdefault("path", mig.get("path"))
+    record.setdefault("paths", [mig.get("path")])
+    record["checksum"] = details.get("current_checksum") or mig["checksum"]
+    _write(conn, mig["id"], record, mig["checksum"], seq)
+
+
+def _write(conn, mid: str, record: dict, registered: str, seq: int) -> None:
+    first = record.get("first_commit") or {}
+    deleted = record.get("deleted") or {}
+    row = conn.execute("SELECT registered_seq FROM migrations WHERE id = ?", (mid,)).fetchone()
+    reg_seq = row[0] if row else seq
+    conn.execute(
+        "INSERT OR REPLACE INTO migrations (id, path, database, scheme, version, type, name, kind, status, "
+        "checksum, registered_checksum, first_sha, first_author, first_date, deleted_sha, deleted_date, "
+        "declared_id, registered_seq, updated_seq, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (mid, record.get("path"), record.get("database") or "postgresql", record.get("scheme") or "canonical",
+         record.get("version"), record.get("type"), record.get("name"), record.get("kind"),
+         record.get("status") or "active", record["checksum"], registered, first.get("sha"), first.get("author"),
+         first.get("date"), deleted.get("sha"), deleted.get("date"), record.get("declared_id"), reg_seq, seq,
+         json.dumps(record, sort_keys=True)))
+    conn.execute("DELETE FROM revisions WHERE migration_id = ?", (mid,))
+    conn.executemany("INSERT INTO revisions (migration_id, n, sha, date, checksum) VALUES (?,?,?,?,?)",
+                     [(mid, i, r.get("sha"), r.get("date"), r.get("checksum"))
+                      for i, r in enumerate(record.get("revisions") or [])])
+    conn.execute("DELETE FROM locations WHERE migration_id = ?", (mid,))
+    current = set(record.get("paths") or []) if record.get("status", "active") == "active" else set()
+    places = set(record.get("paths") or []) | {r.get("from") for r in record.get("renames") or []} | {
+        record.get("path")}
+    conn.executemany("INSERT INTO locations (migration_id, path, current) VALUES (?,?,?)",
+                     [(mid, p, int(p in current)) for p in sorted(x for x in places if x)])
+    conn.execute("DELETE FROM dependencies WHERE migration_id = ?", (mid,))
+    conn.executemany("INSERT INTO dependencies (migration_id, depends_on) VALUES (?,?)",
+                     [(mid, d) for d in sorted(set(record.get("dependencies") or []))])
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def records(conn: sqlite3.Connection) -> list[dict]:
+    """Every migration the catalog holds, as the public JSON shape of ``mreg list --json``."""
+    out = []
+    for row in conn.execute("SELECT id, record, registered_checksum, registered_seq FROM migrations ORDER BY id"):
+        rec = json.loads(row[1])
+        out.append(public(row[0], rec, row[2], row[3]))
+    return out
+
+
+def public(mid: str, rec: dict, registered: str, seq: int | None) -> dict:
+    return {
+        "id": mid,
+        "path": rec.get("path"),
+        "paths": rec.get("paths") or [rec.get("path")],
+        "database": rec.get("database"),
+        "scheme": rec.get("scheme"),
+        "checksum": rec.get("checksum"),
+        "status": rec.get("status") or "active",
+        "first_commit": rec.get("first_commit"),
+        "version": rec.get("version"),
+        "type": rec.get("type"),
+        "name": rec.get("name"),
+        "registered_checksum": registered,
+        "registered_seq": seq,
+        "declared_id": rec.get("declared_id"),
+        "dependencies": rec.get("dependencies") or [],
+        "revisions": rec.get("revisions") or [],
+        "renames": rec.get("renames") or [],
+        "deleted": rec.get("deleted"),
+    }
+
+
+def findings(conn: sqlite3.Connection) -> list[dict]:
+    return [{"kind": k, "paths": json.loads(p), "message": m, "ids": json.loads(i)}
+            for k, i, p, m in conn.execute("SELECT kind, migration_ids, paths, message FROM findings ORDER BY n")]
+
+
+# -- findings and contents ------------------------------------------------------------
+
+def refresh_findings(conn: sqlite3.Connection, parse_errors: list[dict] | None = None) -> list[dict]:
+    """Recompute the ``findings`` table from the projection (and store ``parse_errors`` if given)."""
+    from registry.discovery.findings import compute, finding
+
+    if parse_errors is not None:
+        conn.execute("DELETE FROM scan_findings")
+        conn.executemany("INSERT INTO scan_findings (kind, paths, message) VALUES (?,?,?)",
+                         [(f["kind"], json.dumps(f["paths"]), f["message"]) for f in parse_errors])
+    errors = [finding(k, json.loads(p), m) for k, p, m in
+              conn.execute("SELECT kind, paths, message FROM scan_findings ORDER BY n")]
+    recs = []
+    for row in conn.execute("SELECT id, record, registered_checksum FROM migrations ORDER BY id"):
+        rec = json.loads(row[1])
+        rec["id"] = row[0]
+        rec["registered_checksum"] = row[2]
+        rec.setdefault("paths", [rec.get("path")])
+        rec.setdefault("revisions", [])
+        rec.setdefault("status", "active")
+        recs.append(rec)
+    found = compute(recs, errors)
+    for rec in recs:
+        if rec["status"] == "active" and rec.get("checksum") != rec["registered_checksum"]:
+            found.append(finding(
+                "edited_after_commit", [rec["path"]],
+                f"{rec['id']} ({rec['path']}) changed after it was registered: registered "
+                f"{rec['registered_checksum']}, now {rec['checksum']}; accept with `mreg repair {rec['id']}`",
+                [rec["id"]], registered=rec["registered_checksum"], checksum=rec["checksum"], registry=True))
+    conn.execute("DELETE FROM findings")
+    conn.executemany("INSERT INTO findings (n, kind, migration_ids, paths, message, data) VALUES (?,?,?,?,?,?)",
+                     [(i, f["kind"], json.dumps(f["ids"]), json.dumps(f["paths"]), f["message"],
+                       json.dumps(f.get("data") or {}, sort_keys=True)) for i, f in enumerate(found)])
+    return found
+
+
+def store_contents(conn: sqlite3.Connection, items: list[tuple[str, str]]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO migration_contents (checksum, content) VALUES (?, ?)", items)
+
+
+def enable_search(path: Path) -> None:
+    """Full-text search over migration contents (sqlite-utils FTS5 with triggers; idempotent)."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(str(path))
+    table = db["migration_contents"]
+    if not table.detect_fts():
+        table.enable_fts(["content"], create_triggers=True)
+    db.close() if hasattr(db, "close") else None
+
+
+def search(conn: sqlite3.Connection, query: str) -> list[dict]:
+    rows = conn.execute(
+        "SELECT m.id, m.path, snippet(migration_contents_fts, 0, '[', ']', '…', 12) FROM migration_contents_fts "
+        "JOIN migration_contents c ON c.rowid = migration_contents_fts.rowid "
+        "JOIN migrations m ON m.checksum = c.checksum WHERE migration_contents_fts MATCH ? ORDER BY m.id",
+        (query,))
+    return [{"id": r[0], "path": r[1], "snippet": r[2]} for r in rows]
+
+
+# -- rebuild ---------------------------------------------------------------------------
+
+def statements(store, origin: str) -> list[tuple[int, dict]]:
+    from ledger.log import parse_leaf
+
+    out = []
+    for leaf in store.leaves(origin):
+        parsed = parse_leaf(leaf)
+        out.append((parsed.seq, parsed.statement))
+    return out
+
+
+def rebuild(cfg) -> dict:
+    """Drop and re-project every projection table from the registry log; return row counts."""
+    from ledger.store import LedgerStore
+
+    path = cfg.catalog.value
+    conn = connect(path)
+    store = LedgerStore(path)
+    try:
+        with conn:
+            for t in ("migrations", "revisions", "locations", "dependencies", "findings"):
+                conn.execute(f"DELETE FROM {t}")
+            for seq, stmt in statements(store, registry_origin(cfg)):
+                project(conn, stmt, seq)
+            refresh_findings(conn)
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in PROJECTION_TABLES}
+    finally:
+        store.close()
+        conn.close()
+    enable_search(path)
+    return counts
+
+
+def metadata_path() -> Path:
+    return Path(__file__).with_name("catalog_metadata.json")
+
+
+def serve_args(cfg, host: str, port: int) -> list[str]:
+    """The ``datasette`` command line that serves catalog.db read-only with the metadata."""
+    return ["serve", "-i", str(cfg.catalog.value), "--metadata", str(metadata_path()),
+            "--host", host, "--port", str(port)]

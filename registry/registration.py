@@ -1,0 +1,202 @@
+"""Registration: migrations found in Git become ``register`` statements in the registry log.
+
+The registry log is ``<project>/registry`` in catalog.db. A migration is registered
+once, with its id, version, checksum, path and, in ``details.record``, its database,
+scheme and Git provenance (first commit, revisions, renames, deletion). When its
+record changes (a new location, a deletion, a new revision) it is registered again
+with the *registered* checksum unchanged: a changed checksum is a finding
+(``edited_after_commit``) until an operator accepts it (``mreg repair``, a ``repair``
+statement). Every command that appends writes a checkpoint.
+
+This module imports no sqlite-utils, dulwich or rich at module level: the post-commit
+hook uses :func:`register_records` directly.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry import catalog
+from registry.errors import ConfigError
+
+RECORD_KEYS = ("path", "paths", "database", "scheme", "version", "version_raw", "status", "first_commit",
+               "revisions", "renames", "deleted", "declared_id", "dependencies", "type", "name", "kind")
+
+
+@dataclass
+class Registered:
+    """What one registration pass did."""
+
+    registered: list[str] = field(default_factory=list)  # ids registered for the first time
+    updated: list[str] = field(default_factory=list)  # ids registered again (record changed)
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)  # not committed yet: registered on commit
+    checkpoint: str | None = None
+
+
+def record_of(m: dict) -> dict:
+    return {k: m.get(k) for k in RECORD_KEYS}
+
+
+def actor_name() -> str:
+    try:
+        return getpass.getuser() or "mreg"
+    except (KeyError, OSError):
+        return "mreg"
+
+
+def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict], actor: str,
+                    ) -> tuple[list[dict], Registered]:
+    """The ``register`` statements ``migrations`` need, given what the catalog projection holds."""
+    from ledger.statement import new_statement
+
+    done = Registered()
+    out = []
+    known = {r[0]: (r[1], json.loads(r[2])) for r in
+             conn.execute("SELECT id, registered_checksum, record FROM migrations")}
+    for m in migrations:
+        if not m.get("first_commit") or not m.get("checksum"):
+            done.skipped.append(m["id"])
+            continue
+        rec = record_of(m)
+        prev = known.get(m["id"])
+        if prev is None:
+            registered, change = m["checksum"], "new"
+        else:
+            registered, old = prev
+            old_rec = {k: old.get(k) for k in RECORD_KEYS}
+            if old_rec == json.loads(json.dumps(rec)) and old.get("checksum") == m["checksum"]:
+                done.unchanged += 1
+                continue
+            change = "updated"
+        stmt = new_statement(
+            ledger=origin, type="register", actor=actor,
+            migration={"id": m["id"], "version": str(m.get("version") or "0.0.0"), "checksum": registered,
+                       "path": m["path"]},
+            details={"change": change, "current_checksum": m["checksum"], "record": rec},
+        )
+        out.append(stmt)
+        (done.registered if change == "new" else done.updated).append(m["id"])
+    return out, done
+
+
+def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | None = None,
+                     contents: list[tuple[str, str]] | None = None, actor: str | None = None) -> Registered:
+    """Register ``migrations`` (scan records) in the registry log and project them into the catalog."""
+    from ledger.log import parse_leaf
+    from ledger.store import LedgerStore
+
+    path = Path(cfg.catalog.value)
+    origin = catalog.registry_origin(cfg)
+    conn = catalog.connect(path)
+    try:
+        stmts, done = plan_statements(conn, origin, migrations, actor or actor_name())
+        if stmts:
+            from ledger.keys import load_signer
+
+            signer = load_signer(cfg.key.value)
+            store = LedgerStore(path)
+            try:
+                leaves = store.append_many(origin, stmts, signer)
+                done.checkpoint = store.checkpoint(origin, signer)
+            finally:
+                store.close()
+            with conn:
+                for leaf in leaves:
+                    parsed = parse_leaf(leaf)
+                    catalog.project(conn, parsed.statement, parsed.seq)
+        with conn:
+            if contents:
+                catalog.store_contents(conn, contents)
+            catalog.refresh_findings(conn, parse_errors)
+    finally:
+        conn.close()
+    return done
+
+
+def scan_and_register(cfg, *, path: Path | None = None, rev: str | None = None, all_refs: bool = False,
+                      full: bool = False):
+    """``mreg scan``: discover, register, project. Yields Progress records, then ``(ScanResult, Registered)``."""
+    from registry.discovery import Scope, ScanResult, discover
+
+    root = Path(path).resolve() if path else cfg.root
+    result = None
+    for item in discover(root, Path(cfg.catalog.value), Scope.from_config(cfg), rev=rev, all_refs=all_refs,
+                         full=full):
+        if isinstance(item, ScanResult):
+            result = item
+        else:
+            yield item
+    parse_errors = [f for f in result.findings if f["kind"] == "parse_error"]
+    contents = [(m["checksum"], m["content"]) for m in result.migrations if m.get("checksum") and m.get("content")]
+    done = register_records(cfg, result.migrations, parse_errors=parse_errors, contents=contents)
+    if contents:
+        catalog.enable_search(Path(cfg.catalog.value))
+    yield result, done
+
+
+def list_migrations(cfg, *, database: str | None = None, status: str | None = None) -> list[dict]:
+    """``mreg list``: the catalog's migrations (public JSON shape), filtered."""
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        rows = catalog.records(conn)
+    finally:
+        conn.close()
+    return [r for r in rows if (database is None or r["database"] == database)
+            and (status is None or r["status"] == status)]
+
+
+class MigrationNotFound(ConfigError):
+    """``mreg show ID`` names no migration the catalog knows."""
+
+
+def show_migration(cfg, mid: str) -> dict:
+    """``mreg show``: one migration with its revisions, locations, dependencies and findings."""
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        rows = [r for r in catalog.records(conn) if r["id"] == mid or r.get("declared_id") == mid
+                or mid in r["paths"]]
+        if not rows:
+            raise MigrationNotFound(f"no migration {mid!r} in the catalog", id=mid,
+                                    hint="run `mreg scan` first, or `mreg list` to see the ids")
+        found = [f for f in catalog.findings(conn) if rows[0]["id"] in f["ids"]]
+        content = conn.execute("SELECT content FROM migration_contents WHERE checksum = ?",
+                               (rows[0]["checksum"],)).fetchone()
+    finally:
+        conn.close()
+    out = dict(rows[0])
+    out["findings"] = found
+    out["content"] = content[0] if content else None
+    return out
+
+
+def registered_migrations(cfg) -> list:
+    """What the registry knows, as ``registry.model.Migration`` objects read from the working tree.
+
+    Active registered migrations whose file is present and parses; ids are the registered
+    (canonical) ids. The engine plans from these.
+    """
+    from registry.parse import ParseError, parse_migration
+
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        rows = conn.execute("SELECT id, path, database, registered_checksum FROM migrations "
+                            "WHERE status = 'active' ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    out = []
+    for mid, rel, database, _registered in rows:
+        file = Path(cfg.root) / rel
+        if not file.is_file():
+            continue
+        try:
+            m = parse_migration(rel, file.read_bytes(), database=database)
+        except ParseError:
+            continue
+        m.id = mid
+        out.append(m)
+    return out
