@@ -55,7 +55,7 @@ from registry.errors import ConfigError, DatabaseError
 from registry.model import Step
 from registry.model import Settings
 from registry.targets.base import LockTimeout, MirrorRow, StepFailed
-from registry.targets.sqlcommon import CheckpointRegression, MirrorConflict
+from registry.targets.sqlcommon import CheckpointRegression, ConnectionLost, MirrorConflict, StepRefused
 
 ZERO_HASH = bytes(32)
 DEFAULT_LEASE_MS = 15_000
@@ -69,16 +69,6 @@ TEXT_FIELDS = ("origin", "event_type", "version", "database_type", "applied_at",
 
 class RedisUnavailable(DatabaseError):
     """The Redis server could not be reached (connect) or went away (``data``: target, url)."""
-
-
-class ConnectionLost(StepFailed):
-    """The server closed the connection or stopped answering during a step or a mirror write."""
-
-
-class StepRefused(StepFailed):
-    """mreg refused a step it cannot run (empty, unbalanced quotes, a malformed ``RESHAPE``)."""
-
-    exit_code = 2
 
 
 class IrreversibleStep(DatabaseError):
@@ -381,7 +371,7 @@ class RedisAdapter:
             raise ConfigError(f"target {self.target.name}: bad Redis URL: {exc}",
                               hint="use redis://[user:password@]host:port/N") from None
         self.client = client
-        self._scripts = {name: client.register_script(src) for name, src in (
+        self._registered = {name: client.register_script(src) for name, src in (
             ("append", APPEND_SCRIPT), ("checkpoint", CHECKPOINT_SCRIPT),
             ("acquire", ACQUIRE_SCRIPT), ("renew", RENEW_SCRIPT), ("release", RELEASE_SCRIPT))}
 
@@ -395,6 +385,12 @@ class RedisAdapter:
     def server_version(self) -> str:
         with self._errors("INFO"):
             return str(self._c().info("server")["redis_version"])
+
+    @property
+    def _scripts(self) -> dict:
+        """The mreg Lua scripts, registered on the (lazily opened) connection."""
+        self._c()
+        return self._registered
 
     def _c(self):
         if self.client is None:

@@ -75,8 +75,8 @@ SAMPLES: dict[str, dict] = {
         "failing_message": "Invalid input",
         "rollback": "MATCH (n:ConformanceT) DELETE n",
         "tamper": [],
-        "unreachable_url": "bolt://127.0.0.1:1",
-        "options": {},
+        "unreachable_url": "bolt://mreg:s3cret-pw@127.0.0.1:1",
+        "options": {"lock_lease_ms": 2000},  # a killed holder's lease ends within 2 s
     },
     "redis": {
         "fixture": "redis_url",

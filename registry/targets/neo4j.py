@@ -1,0 +1,586 @@
+"""The Neo4j adapter (the ``neo4j`` driver, imported lazily).
+
+Steps (``Step.kind == "cypher"``, one statement each) run in one of three ways:
+
+- a *schema command* (``CREATE``/``DROP`` ``CONSTRAINT``/``INDEX``, any index kind) runs
+  alone in an auto-commit transaction on its own driver session: Neo4j refuses schema and
+  data writes in one transaction, and schema changes never roll back;
+- a *batched* statement (``CALL { … } IN [n] [CONCURRENT] TRANSACTIONS [OF n ROWS]``) runs
+  alone in an implicit (auto-commit) transaction, which is the only place Neo4j allows it;
+  each inner batch commits on its own;
+- every other statement is a *data* step: in a transactional session it runs in the
+  session's explicit transaction, together with the mirror node appended after it; in a
+  non-transactional session each runs in its own managed transaction.
+
+What mreg keeps in a Neo4j target (``<origin>`` is ``<project>/<target>``):
+
+- ``(:SchemaVersion)`` nodes, the seed's properties kept (``version``, ``database_type``,
+  ``applied_at`` as the statement's RFC 3339 text, ``applied_by``, ``migration_id``,
+  ``checksum``, ``execution_time_ms``, ``rollback_available``, ``metadata`` as a JSON
+  string) plus ``origin``, ``seq``, ``event_type``, ``leaf`` (the exact bytes, a byte
+  array) and ``leaf_hash`` (32 bytes), and ``uid = origin + ':' + seq`` under the unique
+  constraint ``mreg_schema_version_uid``; each node is linked from the previous one by
+  ``[:NEXT]``, created in the same transaction;
+- one ``(:SchemaCheckpoint {origin, size, note})`` per origin, replaced only by a larger
+  (or equal) size;
+- ``(:MregLock {name, owner, token, expires, acquired_at})``: the target's lock.
+
+Neo4j Community has no triggers, so nothing stops a user with write access from editing or
+deleting these nodes: tamper evidence comes from the leaf hashes, signatures and
+checkpoints, and ``mreg verify`` compares every property with catalog.db.
+
+Lock: ``MERGE`` on the lock node (unique constraint ``mreg_lock_name``), then a write lock
+on it, then take it over only if its lease (server time) has expired; a background
+thread renews the lease while it is held; release deletes the node if the token is still
+ours. A crashed holder stops renewing, so the next operator takes over after the lease.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from registry.config import Target
+from registry.errors import ConfigError, DatabaseError
+from registry.model import Settings, Step
+from registry.targets.base import LockTimeout, MirrorRow, StepFailed
+from registry.targets.sqlcommon import (
+    CheckpointRegression,
+    ConnectionLost,
+    LockNotAvailable,
+    MirrorConflict,
+)
+
+DEFAULT_LEASE_MS = 15_000
+ZERO_HASH = bytes(32)
+
+_COMMENTS = re.compile(r"^(\s+|//[^\n]*(\n|$)|/\*.*?\*/)*", re.S)
+_SCHEMA = re.compile(
+    r"(CREATE|DROP)\s+(OR\s+REPLACE\s+)?((RANGE|TEXT|POINT|LOOKUP|FULLTEXT|VECTOR|BTREE)\s+)?(CONSTRAINT|INDEX)\b",
+    re.I)
+_BATCHED = re.compile(r"\}\s*IN\s+(\d+\s+)?(CONCURRENT\s+)?TRANSACTIONS\b", re.I)
+
+MIRROR_SCHEMA = (
+    "CREATE CONSTRAINT mreg_schema_version_uid IF NOT EXISTS FOR (v:SchemaVersion) REQUIRE v.uid IS UNIQUE",
+    "CREATE CONSTRAINT mreg_schema_checkpoint_origin IF NOT EXISTS FOR (c:SchemaCheckpoint) REQUIRE c.origin IS UNIQUE",
+    "CREATE INDEX mreg_schema_version_origin_seq IF NOT EXISTS FOR (v:SchemaVersion) ON (v.origin, v.seq)",
+)
+LOCK_SCHEMA = "CREATE CONSTRAINT mreg_lock_name IF NOT EXISTS FOR (l:MregLock) REQUIRE l.name IS UNIQUE"
+
+APPEND_CHECK = """
+OPTIONAL MATCH (v:SchemaVersion {origin: $origin})
+WITH max(v.seq) AS last
+OPTIONAL MATCH (p:SchemaVersion {uid: $prev_uid})
+OPTIONAL MATCH (l:MregLock {name: $lock_name})
+RETURN last, p.leaf_hash AS prev_hash, l.token AS lock_token, l.expires > datetime() AS lock_live
+"""
+APPEND_CREATE = """
+CREATE (v:SchemaVersion)
+SET v = $props
+WITH v
+OPTIONAL MATCH (p:SchemaVersion {uid: $prev_uid})
+FOREACH (_ IN CASE WHEN p IS NULL THEN [] ELSE [1] END | CREATE (p)-[:NEXT]->(v))
+"""
+SELECT_ROWS = """
+MATCH (v:SchemaVersion {origin: $origin}) WHERE v.seq >= $start
+RETURN v ORDER BY v.seq
+"""
+CHECKPOINT_READ = """
+MERGE (c:SchemaCheckpoint {origin: $origin})
+ON CREATE SET c.size = -1, c.note = ''
+SET c._mreg_lock = true REMOVE c._mreg_lock
+RETURN c.size AS size
+"""
+CHECKPOINT_WRITE = "MATCH (c:SchemaCheckpoint {origin: $origin}) SET c.size = $size, c.note = $note"
+LOCK_ACQUIRE = """
+MERGE (l:MregLock {name: $name})
+ON CREATE SET l.owner = $owner, l.token = $token,
+              l.expires = datetime() + duration({milliseconds: $lease}), l.acquired_at = datetime()
+SET l._mreg_lock = true REMOVE l._mreg_lock
+WITH l
+FOREACH (_ IN CASE WHEN l.token <> $token AND l.expires < datetime() THEN [1] ELSE [] END |
+    SET l.owner = $owner, l.token = $token, l.acquired_at = datetime(),
+        l.expires = datetime() + duration({milliseconds: $lease}))
+RETURN l.token = $token AS mine
+"""
+LOCK_RENEW = """
+MATCH (l:MregLock {name: $name}) WHERE l.token = $token
+SET l.expires = datetime() + duration({milliseconds: $lease})
+RETURN count(l) AS n
+"""
+LOCK_RELEASE = "MATCH (l:MregLock {name: $name}) WHERE l.token = $token DELETE l"
+LOCK_HOLDER = """
+MATCH (l:MregLock {name: $name}) WHERE l.expires > datetime()
+RETURN l.owner AS owner, duration.inSeconds(datetime(), l.expires).milliseconds AS left_ms
+"""
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class Neo4jUnavailable(DatabaseError):
+    """The Neo4j server could not be reached or refused the credentials (``data``: target)."""
+
+
+class LockLost(DatabaseError):
+    """This operator's lease expired and another took the lock; the mirror write was refused (fencing)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def statement_text(text: str) -> str:
+    """The statement without leading whitespace and comments."""
+    return text[_COMMENTS.match(text).end():]
+
+
+def is_schema_command(text: str) -> bool:
+    """``CREATE``/``DROP`` ``CONSTRAINT``/``INDEX`` (of any index kind)."""
+    return _SCHEMA.match(statement_text(text)) is not None
+
+
+def is_batched(text: str) -> bool:
+    """A ``CALL { … } IN TRANSACTIONS`` statement (must run in an implicit transaction)."""
+    return _BATCHED.search(text) is not None
+
+
+def split_url(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The driver URI without credentials, and the ``(user, password)`` it carried (or None)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"):
+        raise ConfigError(f"not a Neo4j URL: scheme {parts.scheme!r}", hint="use bolt://[user:password@]host:port")
+    auth = None
+    if parts.username is not None:
+        auth = (unquote(parts.username), unquote(parts.password or ""))
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, "", parts.query, "")), auth
+
+
+def counters(summary) -> dict:
+    """The non-zero update counters of a result summary (``nodes_created``, ``indexes_added``, …)."""
+    c = summary.counters
+    names = ("nodes_created", "nodes_deleted", "relationships_created", "relationships_deleted",
+             "properties_set", "labels_added", "labels_removed", "indexes_added", "indexes_removed",
+             "constraints_added", "constraints_removed")
+    return {name: getattr(c, name) for name in names if getattr(c, name)}
+
+
+def row_props(row: MirrorRow) -> dict:
+    """A mirror row as ``(:SchemaVersion)`` properties."""
+    props = {
+        "uid": f"{row.origin}:{row.seq}", "origin": row.origin, "seq": row.seq, "event_type": row.event_type,
+        "leaf": bytes(row.leaf), "leaf_hash": bytes(row.leaf_hash), "version": row.version,
+        "database_type": row.database_type, "applied_at": row.applied_at, "applied_by": row.applied_by,
+        "migration_id": row.migration_id, "checksum": row.checksum,
+        "rollback_available": row.rollback_available,
+        "metadata": json.dumps(row.metadata, sort_keys=True, separators=(",", ":")),
+    }
+    if row.execution_time_ms is not None:
+        props["execution_time_ms"] = row.execution_time_ms
+    return props
+
+
+def row_from_node(node) -> MirrorRow:
+    """A ``MirrorRow`` from a ``(:SchemaVersion)`` node (properties read, not derived from the leaf)."""
+    p = dict(node)
+    ms = p.get("execution_time_ms")
+    return MirrorRow(
+        origin=p["origin"], seq=int(p["seq"]), event_type=p["event_type"], leaf=bytes(p["leaf"]),
+        leaf_hash=bytes(p["leaf_hash"]), version=p.get("version", ""), database_type=p.get("database_type", ""),
+        applied_at=p.get("applied_at", ""), applied_by=p.get("applied_by", ""),
+        migration_id=p.get("migration_id", ""), checksum=p.get("checksum", ""),
+        execution_time_ms=None if ms is None else int(ms),
+        rollback_available=bool(p.get("rollback_available", True)),
+        metadata=json.loads(p.get("metadata") or "{}"),
+    )
+
+
+def check_row(row: MirrorRow) -> bytes:
+    """Check a row agrees with its own leaf before writing; return the prev hash its leaf names."""
+    import base64
+    import hashlib
+
+    found = hashlib.sha256(b"\x00" + bytes(row.leaf)).digest()
+    try:
+        doc = json.loads(row.leaf)
+        prev = base64.b64decode(doc["prev"], validate=True)
+    except (ValueError, KeyError, TypeError):
+        raise MirrorConflict(f"{row.origin} seq {row.seq}: the leaf is not an mreg leaf",
+                             hint="build leaves with ledger.log.build_leaf", origin=row.origin, seq=row.seq) from None
+    if found != bytes(row.leaf_hash) or doc.get("seq") != row.seq:
+        raise MirrorConflict(f"{row.origin} seq {row.seq}: the row does not agree with its leaf",
+                             hint="derive rows with registry.targets.base.mirror_row_from_leaf",
+                             origin=row.origin, seq=row.seq)
+    return prev
+
+
+@dataclass
+class Neo4jLock:
+    """A held lock: the node's name, our owner string and token, the lease."""
+
+    name: str
+    owner: str
+    token: str
+    lease_ms: int
+    lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+
+# ----------------------------------------------------------------------------- adapter
+
+
+class Neo4jAdapter:
+    """A Neo4j 5 target: ``bolt://[user:password@]host:port``; option ``database`` picks the database."""
+
+    kind = "neo4j"
+    transactional_ddl = False
+    supports_concurrent_index = False
+    supports_batches = True
+
+    def __init__(self, target: Target, url: str) -> None:
+        self.target = target
+        self.url = url
+        self.options = dict(target.options or {})
+        self.database = self.options.get("database") or None
+        self.lease_ms = int(self.options.get("lock_lease_ms", DEFAULT_LEASE_MS))
+        self.lock_name = str(self.options.get("lock_name", target.name))
+        self.driver = None
+        self._lock: Neo4jLock | None = None
+        self._lock_schema_done = False
+
+    # -- connection
+
+    def connect(self) -> None:
+        if self.driver is not None:
+            return
+        try:
+            import neo4j
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise ConfigError("the neo4j adapter needs the neo4j driver", hint="pip install neo4j") from exc
+        uri, auth = split_url(self.url)
+        try:
+            driver = neo4j.GraphDatabase.driver(uri, auth=auth, connection_timeout=float(
+                self.options.get("connect_timeout", 5)), max_transaction_retry_time=5.0)
+            driver.verify_connectivity()
+        except (neo4j.exceptions.DriverError, neo4j.exceptions.Neo4jError, OSError) as exc:
+            raise Neo4jUnavailable(
+                f"target {self.target.name}: cannot reach Neo4j at {self.target.safe_url}: {exc}",
+                hint="start the server (`mreg dev up` for the dev one), or fix the target's url and credentials",
+                target=self.target.name) from None
+        self.driver = driver
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._stop_renewal(self._lock)
+        if self.driver is not None:
+            self.driver.close()
+            self.driver = None
+
+    def _d(self):
+        if self.driver is None:
+            self.connect()
+        return self.driver
+
+    def _session(self):
+        return self._d().session(database=self.database)
+
+    @contextmanager
+    def errors(self, what: str, step: Step | None = None, path: str | None = None):
+        """Map driver errors: connection loss to ``ConnectionLost``, a refusal to ``StepFailed``."""
+        import neo4j
+
+        try:
+            yield
+        except neo4j.exceptions.Neo4jError as exc:
+            raise self._step_failed(exc, what, step, path) from None
+        except (neo4j.exceptions.DriverError, OSError) as exc:
+            where = f"{path or '<step>'}:{step.line}: " if step and step.line else (f"{path}: " if path else "")
+            raise ConnectionLost(
+                f"{where}target {self.target.name}: the Neo4j server went away during {what}: {exc}",
+                hint="the open transaction was rolled back by the server; check it, then run the command again",
+                target=self.target.name, path=path, line=step.line if step else None,
+                step=step.name if step else None, server_message=str(exc)) from None
+
+    def _step_failed(self, exc, what: str, step: Step | None, path: str | None) -> StepFailed:
+        import neo4j
+
+        code = getattr(exc, "code", None) or ""
+        msg = (getattr(exc, "message", None) or str(exc)).strip()
+        line = step.line if step else None
+        where = f"{path or '<step>'}:{line}" if line else (path or "<step>")
+        data = dict(target=self.target.name, path=path, line=line, step=step.name if step else None,
+                    code=code, server_message=msg)
+        message = f"{where}: {what} failed on target {self.target.name}: {msg} [{code}]"
+        if isinstance(exc, neo4j.exceptions.TransientError):
+            return LockNotAvailable(message, hint="a transient failure (lock wait, deadlock); the step is "
+                                    "retried per max_retries", **data)
+        return StepFailed(message, hint=f"fix the statement at {where} and run again", **data)
+
+    def run(self, text: str, **params) -> list[dict]:
+        """One auto-commit statement; its records as dicts."""
+        with self.errors("a statement"), self._session() as s:
+            return s.run(text, params).data()
+
+    def server_version(self) -> str:
+        rows = self.run("CALL dbms.components() YIELD versions, edition RETURN versions[0] AS v, edition")
+        return f"{rows[0]['v']} {rows[0]['edition']}" if rows else "unknown"
+
+    # -- steps
+
+    def run_alone(self, step: Step, path: str | None = None, params: dict | None = None) -> dict:
+        """A schema command or a ``CALL { … } IN TRANSACTIONS`` in its own implicit transaction."""
+        with self.errors("step", step, path), self._session() as s:
+            return counters(s.run(step.content, params or {}).consume())
+
+    # -- mirror
+
+    def ensure_mirror(self) -> None:
+        """Create the mirror's constraints and index if missing (idempotent, each in its own transaction)."""
+        for text in MIRROR_SCHEMA:
+            self._schema(text)
+
+    def _schema(self, text: str) -> None:
+        try:
+            with self.errors("mirror schema"), self._session() as s:
+                s.run(text).consume()
+        except StepFailed as exc:  # another operator created it at the same moment
+            if "AlreadyExists" not in str(exc.data.get("code")):
+                raise
+
+    def _append_tx(self, tx, row: MirrorRow) -> None:
+        prev = check_row(row)
+        lock = self._lock
+        rec = tx.run(APPEND_CHECK, origin=row.origin, prev_uid=f"{row.origin}:{row.seq - 1}",
+                     lock_name=lock.name if lock else "").single()
+        if lock is not None and (rec["lock_token"] != lock.token or not rec["lock_live"]):
+            raise LockLost(f"target {self.target.name}: the lock is no longer held by this operator; "
+                           f"mirror append of {row.origin} seq {row.seq} refused",
+                           hint="the lease expired while this command ran; run it again", target=self.target.name)
+        last = rec["last"]
+        expected = 0 if last is None else last + 1
+        if row.seq != expected:
+            raise MirrorConflict(f"target {self.target.name}: mirror append of {row.origin} seq {row.seq} refused: "
+                                 f"the next entry is seq {expected}",
+                                 hint="pull the log with `mreg sync` and append after its last entry",
+                                 target=self.target.name, origin=row.origin, seq=row.seq, expected=expected)
+        found = ZERO_HASH if row.seq == 0 else bytes(rec["prev_hash"] or b"")
+        if prev != found:
+            raise MirrorConflict(f"target {self.target.name}: {row.origin} seq {row.seq} does not chain to "
+                                 f"the previous leaf", hint="pull the log with `mreg sync` and rebuild the leaf",
+                                 target=self.target.name, origin=row.origin, seq=row.seq,
+                                 expected=found.hex(), found=prev.hex())
+        tx.run(APPEND_CREATE, props=row_props(row), prev_uid=f"{row.origin}:{row.seq - 1}").consume()
+
+    def append_mirror(self, row: MirrorRow) -> None:
+        """Append one row in its own managed transaction (a duplicate seq is refused by the constraint)."""
+        with self.errors(f"mirror append of {row.origin} seq {row.seq}"), self._session() as s:
+            s.execute_write(self._append_tx, row)
+
+    def mirror_rows(self, origin: str, start: int = 0) -> list[MirrorRow]:
+        with self.errors("mirror read"), self._session() as s:
+            return [row_from_node(r["v"]) for r in s.run(SELECT_ROWS, origin=origin, start=start)]
+
+    def mirror_origins(self) -> list[str]:
+        rows = self.run("MATCH (v:SchemaVersion) WHERE v.origin IS NOT NULL RETURN DISTINCT v.origin AS o ORDER BY o")
+        return [r["o"] for r in rows]
+
+    def mirror_checkpoint(self, origin: str) -> str | None:
+        rows = self.run("MATCH (c:SchemaCheckpoint {origin: $origin}) WHERE c.size >= 0 RETURN c.note AS note",
+                        origin=origin)
+        return rows[0]["note"] if rows else None
+
+    def write_checkpoint(self, origin: str, size: int, note: str) -> None:
+        """Store a checkpoint; a smaller size than the stored one raises ``CheckpointRegression``."""
+
+        def work(tx) -> None:
+            stored = tx.run(CHECKPOINT_READ, origin=origin).single()["size"]
+            if stored > size:
+                raise CheckpointRegression(
+                    f"target {self.target.name}: the checkpoint of {origin} may not go down from {stored} to {size}",
+                    hint="the target holds a newer checkpoint: run `mreg sync` first",
+                    target=self.target.name, origin=origin, stored=stored, offered=size)
+            tx.run(CHECKPOINT_WRITE, origin=origin, size=size, note=note).consume()
+
+        with self.errors("checkpoint write"), self._session() as s:
+            s.execute_write(work)
+
+    def session(self, transactional: bool = True, *, tenant: str | None = None,
+                settings: Settings | None = None, lock_timeout_ms: int | None = None,
+                statement_timeout_ms: int | None = None) -> Neo4jSession:
+        """A session; ``statement_timeout_ms`` (or ``settings.timeout``) becomes the transaction timeout."""
+        if tenant:
+            raise ConfigError(f"target {self.target.name}: Neo4j tenants are not supported ({tenant!r})",
+                              hint="give each tenant its own target (option `database`)")
+        if statement_timeout_ms is None and settings is not None:
+            statement_timeout_ms = settings.timeout
+        return Neo4jSession(self, transactional, statement_timeout_ms)
+
+    # -- lock
+
+    def acquire_lock(self, owner: str, timeout_s: float) -> Neo4jLock:
+        """Take the lock node (or take over an expired one), waiting up to ``timeout_s``."""
+        if not self._lock_schema_done:
+            self._schema(LOCK_SCHEMA)
+            self._lock_schema_done = True
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout_s
+        pause = 0.05
+        while True:
+            with self.errors("lock acquire"), self._session() as s:
+                mine = s.execute_write(lambda tx: tx.run(LOCK_ACQUIRE, name=self.lock_name, owner=owner,
+                                                         token=token, lease=self.lease_ms).single()["mine"])
+            if mine:
+                lock = Neo4jLock(name=self.lock_name, owner=owner, token=token, lease_ms=self.lease_ms)
+                self._start_renewal(lock)
+                self._lock = lock
+                return lock
+            if time.monotonic() >= deadline:
+                holder = self.lock_holder() or "an operator whose lease just ended"
+                raise LockTimeout(
+                    f"target {self.target.name}: the lock is held by {holder}; gave up after {timeout_s:g}s",
+                    hint=f"wait for that operator to finish; a crashed holder's lease expires within "
+                         f"{self.lease_ms / 1000:g}s", target=self.target.name, holder=holder)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def renew_lock(self, lock: Neo4jLock) -> bool:
+        """Extend the lease if the token is still ours; False (and ``lock.lost``) if not."""
+        rows = self.run(LOCK_RENEW, name=lock.name, token=lock.token, lease=lock.lease_ms)
+        ok = bool(rows and rows[0]["n"])
+        if not ok:
+            lock.lost = True
+        return ok
+
+    def release_lock(self, handle: Neo4jLock) -> None:
+        """Delete the lock node if it is still ours (compare token, then delete)."""
+        self._stop_renewal(handle)
+        if self._lock is handle:
+            self._lock = None
+        self.run(LOCK_RELEASE, name=handle.name, token=handle.token)
+
+    def lock_alive(self) -> bool:
+        lock = self._lock
+        if lock is None or lock.lost:
+            return False
+        try:
+            rows = self.run("MATCH (l:MregLock {name: $name}) WHERE l.token = $token AND l.expires > datetime() "
+                            "RETURN count(l) AS n", name=lock.name, token=lock.token)
+        except DatabaseError:
+            return False
+        return bool(rows[0]["n"])
+
+    def lock_holder(self) -> str | None:
+        """``<owner> (lease ends in S s)`` of a live lock, or None."""
+        rows = self.run(LOCK_HOLDER, name=self.lock_name)
+        if not rows:
+            return None
+        return f"{rows[0]['owner']} (lease ends in {max(rows[0]['left_ms'], 0) / 1000:.1f}s)"
+
+    def _start_renewal(self, lock: Neo4jLock) -> None:
+        def renew() -> None:
+            while not lock._stop.wait(lock.lease_ms / 3000):
+                try:
+                    if not self.renew_lock(lock):
+                        return
+                except DatabaseError:
+                    continue  # the server is away; fencing catches a lost lease
+
+        lock._thread = threading.Thread(target=renew, name=f"mreg-lock-{lock.name}", daemon=True)
+        lock._thread.start()
+
+    def _stop_renewal(self, lock: Neo4jLock) -> None:
+        lock._stop.set()
+        if lock._thread is not None and lock._thread is not threading.current_thread():
+            lock._thread.join(timeout=5)
+
+
+class Neo4jSession:
+    """Steps and mirror rows on a Neo4j target (see the module docstring for how each step runs).
+
+    Transactional: one explicit transaction holds the data steps and the mirror nodes;
+    ``commit()`` commits both, leaving without it rolls both back. Schema commands and
+    ``IN TRANSACTIONS`` batches run on their own and are NOT undone by a rollback
+    (``autocommitted`` lists them). Non-transactional: each step and row commits on its own.
+    """
+
+    def __init__(self, adapter: Neo4jAdapter, transactional: bool, timeout_ms: int | None) -> None:
+        self.adapter = adapter
+        self.transactional = transactional
+        self.timeout_s = timeout_ms / 1000 if timeout_ms else None
+        self.path: str | None = None
+        self.autocommitted: list[Step] = []
+        self.done = False
+        self._session = None
+        self._tx = None
+
+    def __enter__(self) -> Neo4jSession:
+        with self.adapter.errors("opening a session"):
+            self._session = self.adapter._session()
+            if self.transactional:
+                self._tx = self._session.begin_transaction(timeout=self.timeout_s)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if not self.done:
+                self.rollback()
+        except DatabaseError:
+            if exc_type is None:
+                raise  # else the step's own error says more; the server drops the transaction anyway
+        finally:
+            self._session.close()
+
+    def execute(self, step: Step, *, path: str | None = None, params: dict | None = None) -> dict:
+        """Run one step; returns the server's counters (nodes created, properties set, …)."""
+        path = path or self.path
+        if is_schema_command(step.content) or is_batched(step.content):
+            done = self.adapter.run_alone(step, path, params)
+            self.autocommitted.append(step)
+            return done
+        with self.adapter.errors("step", step, path):
+            if self._tx is not None:
+                return counters(self._tx.run(step.content, params or {}).consume())
+            return self._session.execute_write(
+                lambda tx: counters(tx.run(step.content, params or {}).consume()))
+
+    def query(self, text: str, params: dict | None = None) -> list[dict]:
+        """Records of a read (validation rules, checks), inside the session's transaction if any."""
+        with self.adapter.errors("query", Step(content=text, kind="cypher", name="query"), self.path):
+            if self._tx is not None:
+                return self._tx.run(text, params or {}).data()
+            return self._session.run(text, params or {}).data()
+
+    def set_timeouts(self, lock_timeout_ms: int | None = None, statement_timeout_ms: int | None = None) -> None:
+        """Neo4j sets a transaction's timeout when it begins; later changes apply to the next session."""
+
+    def append_mirror(self, row: MirrorRow) -> None:
+        if self._tx is None:
+            self.adapter.append_mirror(row)
+            return
+        with self.adapter.errors(f"mirror append of {row.origin} seq {row.seq}"):
+            self.adapter._append_tx(self._tx, row)
+
+    def commit(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._tx is not None:
+            with self.adapter.errors("commit"):
+                self._tx.commit()
+
+    def rollback(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._tx is not None and not self._tx.closed():
+            with self.adapter.errors("rollback"):
+                self._tx.rollback()
