@@ -17,8 +17,7 @@ install: $(STAMP)
 tools: install
 
 demo: install tools
-	$(BIN)/mreg dev up
-	$(BIN)/mreg dev status
+	MREG=$(BIN)/mreg PY=$(BIN)/python scripts/demo.sh
 
 test: install tools
 	$(BIN)/pytest
