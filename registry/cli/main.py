@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "registry.cli.ledger_cmd",
     "registry.cli.config_cmd",
     "registry.cli.apply_cmd",
+    "registry.cli.new_cmd",
 ]
 
 app = typer.Typer(
