@@ -34,8 +34,12 @@ def not_migration(reason: str) -> dict:
     return {"migration": False, "error": None, "reason": reason}
 
 
-def inspect(path: str, data: bytes, naming: rules.Naming, *, symlink: bool = False) -> dict:
-    """What the file at ``path`` with ``data`` is (see module docstring)."""
+def inspect(path: str, data: bytes, naming: rules.Naming, *, symlink: bool = False, check: bool = True) -> dict:
+    """What the file at ``path`` with ``data`` is (see module docstring).
+
+    ``check=False`` skips the migration parser's full check (the post-commit hook: the
+    pre-commit hook already ran it), which keeps pglast out of that path for canonical files.
+    """
     if symlink:
         target = data.decode("utf-8", "replace")
         return error(f"symlink to {target!r}: migrations must be regular files in the repository")
@@ -52,7 +56,7 @@ def inspect(path: str, data: bytes, naming: rules.Naming, *, symlink: bool = Fal
     text = text.lstrip("\ufeff").replace("\r\n", "\n")
     if naming.kind == "module":
         return _module(path, data, text, checksum)
-    return _script(path, data, text, naming, checksum)
+    return _script(path, data, text, naming, checksum, check)
 
 
 def _header(text: str) -> dict:
@@ -71,7 +75,7 @@ def _deps(value: str | None) -> list[str]:
     return [d.strip().strip("'\"") for d in value.split(",") if d.strip().strip("'\"") and d.strip() != "none"]
 
 
-def _script(path: str, data: bytes, text: str, naming: rules.Naming, checksum: str) -> dict:
+def _script(path: str, data: bytes, text: str, naming: rules.Naming, checksum: str, check: bool) -> dict:
     header = _header(text)
     words = {"sql": _SQL_WORDS, "cypher": _CYPHER_WORDS, "redis": _REDIS_WORDS}.get(naming.kind)
     if naming.scheme == "script" and words is not None and not words.search(text):
@@ -82,13 +86,24 @@ def _script(path: str, data: bytes, text: str, naming: rules.Naming, checksum: s
         "declared_id": header.get("id"), "version": header.get("version"),
         "dependencies": _deps(header.get("dependencies")), "description": header.get("migration") or "",
         "author": header.get("author") or "", "breaking": (header.get("breaking") or "").lower() == "true",
-        "type": infer_type(text, naming.kind), "name": header.get("migration") or naming.description,
+        "type": _named_type(path) or infer_type(text, naming.kind),
+        "name": header.get("migration") or naming.description,
         "content": text[:CONTENT_CAP],
     }
-    problem = _parse_check(path, data, database)
+    problem = _parse_check(path, data, database) if check else None
     if problem is not None:
         out["error"] = problem
     return out
+
+
+def _named_type(path: str) -> str | None:
+    """The type a canonical file name declares (``…_<type>_…``), else None."""
+    _, stem, _ = rules.split(path)
+    parts = stem.split("_")
+    if len(parts) > 3 and parts[0].isdigit() and len(parts[0]) == 8 and parts[2] in (
+            "schema", "data", "security", "perf"):
+        return parts[2]
+    return None
 
 
 def _parse_check(path: str, data: bytes, database: str) -> dict | None:
@@ -101,7 +116,11 @@ def _parse_check(path: str, data: bytes, database: str) -> dict | None:
         parse_migration(path, data, database=database)
     except ParseError as exc:
         line = int(exc.data.get("line") or 0) if isinstance(exc.data, dict) else 0
-        return {"message": exc.message, "line": line}
+        message = exc.message
+        for prefix in (f"{path}:{line}: ", f"{path}: "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+        return {"message": message, "line": line}
     return None
 
 
