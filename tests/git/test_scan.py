@@ -1,0 +1,229 @@
+"""`mreg scan` on the seed-shaped repository finds exactly what it should."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from registry import config
+from registry.cli.main import run
+from registry.naming import canonical_id, describe
+from registry.registration import list_migrations, scan_and_register
+from tests.git import seedrepo
+
+
+def scan(**kw):
+    cfg = config.load()
+    items = list(scan_and_register(cfg, **kw))
+    return items[-1]
+
+
+def sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def first_commit_of(path: str, project) -> tuple[int, str]:
+    """(commit index, file path at that commit) where the file at ``path`` first appeared."""
+    origin = seedrepo.RENAMED[0] if path == seedrepo.RENAMED[1] else path
+    for i, (_a, _d, files, _r) in enumerate(seedrepo.COMMITS):
+        if origin in files and files[origin] is not None:
+            return i, origin
+    raise AssertionError(path)
+
+
+def test_scan_finds_every_migration_with_database_scheme_and_provenance(seed_project):
+    result, done = scan()
+    rows = {p: m for m in list_migrations(config.load()) for p in m["paths"]}
+    assert set(rows) == set(seedrepo.EXPECTED)
+    assert result.migrations and len(result.migrations) == len(seedrepo.EXPECTED) - 1  # the duplicate is one
+    for path, (database, scheme) in seedrepo.EXPECTED.items():
+        m = rows[path]
+        assert (m["database"], m["scheme"]) == (database, scheme), path
+        index, origin = first_commit_of(path, seed_project)
+        author, date, _files, _renames = seedrepo.COMMITS[index]
+        assert m["first_commit"] == {"sha": seed_project.commits[index], "author": f"{author[0]} <{author[1]}>",
+                                     "date": date}, path
+        name = path.rpartition("/")[2]
+        if scheme == "canonical":
+            assert m["id"] == name.rpartition(".")[0]
+        else:
+            when = datetime.fromisoformat(date.replace("Z", "+00:00")).astimezone(timezone.utc)
+            assert m["id"] == canonical_id(when, m["type"], describe(origin.rpartition("/")[2])), path
+    assert len(done.registered) == len(result.migrations)
+
+
+def test_not_migrations_are_not_counted(seed_project):
+    scan()
+    paths = {p for m in list_migrations(config.load()) for p in m["paths"]}
+    for rel in ("server/src/migrations/migrationFramework.ts", "server/src/migrations/index.ts",
+                "server/src/migrations/types.d.ts", "server/src/migrations/__tests__/framework.test.ts",
+                "server/src/migrations/fixtures/V99__fixture.sql", "server/migrations/knexfile.js",
+                "server/src/migrations/20251120_150000_add_user_preferences.js",  # compiled twin
+                "server/dist/migrations/20251120_150000_add_user_preferences.js", "db/migrations/README.md",
+                "src/app.ts"):
+        assert rel not in paths
+
+
+def test_planted_findings_are_reported(seed_project):
+    result, _ = scan()
+    by_kind: dict[str, list] = {}
+    for f in result.findings:
+        by_kind.setdefault(f["kind"], []).append(f)
+    assert sorted(by_kind) == ["dependency_cycle", "duplicate_content", "edited_after_commit",
+                               "missing_dependency", "version_conflict"]
+    assert [f["paths"] for f in by_kind["duplicate_content"]] == [list(seedrepo.DUPLICATE)]
+    assert [f["paths"] for f in by_kind["version_conflict"]] == [
+        ["db/migrations/V14__add_audit_log.sql", "db/migrations/V14__add_orders.sql"]]
+    (edited,) = by_kind["edited_after_commit"]
+    first = seedrepo.COMMITS[0][2][seedrepo.EDITED]
+    now = seedrepo.COMMITS[1][2][seedrepo.EDITED]
+    assert edited["paths"] == [seedrepo.EDITED]
+    assert sha256(first) in edited["message"] and sha256(now) in edited["message"]
+    (missing,) = by_kind["missing_dependency"]
+    assert "missing_migration_xyz" in missing["message"]
+    (cycle,) = by_kind["dependency_cycle"]
+    assert cycle["paths"] == ["migrations/20240105_100000_schema_cycle_a.sql",
+                              "migrations/20240105_110000_schema_cycle_b.sql"]
+
+
+def test_revisions_rename_and_deletion(seed_project):
+    scan()
+    rows = {m["path"]: m for m in list_migrations(config.load())}
+    edited = rows[seedrepo.EDITED]
+    assert [r["sha"] for r in edited["revisions"]] == seed_project.commits
+    assert [r["checksum"] for r in edited["revisions"]] == [
+        sha256(seedrepo.COMMITS[0][2][seedrepo.EDITED]), sha256(seedrepo.COMMITS[1][2][seedrepo.EDITED])]
+    renamed = rows[seedrepo.RENAMED[1]]
+    assert [(r["from"], r["to"], r["sha"]) for r in renamed["renames"]] == [
+        (*seedrepo.RENAMED, seed_project.commits[1])]
+    deleted = rows[seedrepo.DELETED]
+    assert deleted["status"] == "deleted"
+    assert deleted["deleted"]["sha"] == seed_project.commits[1]
+    assert all(m["status"] == "active" for p, m in rows.items() if p != seedrepo.DELETED)
+
+
+def test_typescript_module_steps_are_extracted(seed_project):
+    from registry.discovery.extract import extract
+
+    data = seedrepo.PREFS_TS.encode()
+    found = extract("x.ts", data)
+    assert found.fields["id"] == "20251120_150000_add_user_preferences"
+    assert found.fields["version"] == "2.1.0"
+    assert "CREATE TABLE user_preferences" in found.phases["expand"][0]["content"]
+    assert "DROP TABLE IF EXISTS user_preferences" in found.rollback["expand"][0]["content"]
+    knex = extract("x.js", seedrepo.KNEX_JS.encode())
+    assert knex.shape == "knex" and "CREATE TABLE jobs" in knex.phases["expand"][0]["content"]
+    assert extract("f.ts", seedrepo.FRAMEWORK_TS.encode()) is None
+
+
+def test_rescan_walks_only_new_commits_and_registers_only_new(seed_project):
+    first, _ = scan()
+    assert first.new_commits == 2
+    again, done = scan()
+    assert again.new_commits == 0 and done.registered == [] and done.updated == []
+    seedrepo.write_commit(seed_project.root, seedrepo.BOB, "2024-03-01T08:00:00Z",
+                          {"server/migrations/20240301080000_add_queue.js": seedrepo.KNEX_JS.replace("jobs", "queue")},
+                          {}, "new knex migration")
+    third, done = scan()
+    assert third.new_commits == 1
+    assert len(done.registered) == 1 and done.registered[0].endswith("_add_queue")
+    assert done.updated == []
+
+
+def test_registry_log_holds_one_register_statement_per_migration(seed_project):
+    from ledger.log import parse_leaf
+    from ledger.store import LedgerStore
+
+    result, _ = scan()
+    store = LedgerStore(seed_project.catalog)
+    try:
+        leaves = [parse_leaf(x).statement for x in store.leaves("seed/registry")]
+        assert store.latest_checkpoint("seed/registry") is not None
+    finally:
+        store.close()
+    assert {s["type"] for s in leaves} == {"register"}
+    ids = sorted(s["migration"]["id"] for s in leaves)
+    assert ids == sorted(m["id"] for m in result.migrations)
+    prefs = next(s for s in leaves if s["migration"]["path"].endswith("add_user_preferences.ts"))
+    assert prefs["migration"]["version"] == "2.1.0"
+    assert prefs["details"]["record"]["first_commit"]["sha"] == seed_project.commits[0]
+
+
+def test_registered_checksum_change_is_a_finding_until_repaired(seed_project):
+    scan()
+    seedrepo.write_commit(seed_project.root, seedrepo.BOB, "2024-03-02T08:00:00Z",
+                          {"db/migrations/V1__create_users.sql": "CREATE TABLE users (id bigint);\n"}, {}, "edit")
+    result, done = scan()
+    row = next(m for m in list_migrations(config.load()) if m["path"] == "db/migrations/V1__create_users.sql")
+    assert row["checksum"] != row["registered_checksum"]
+    assert row["id"] in done.updated
+    from registry import catalog
+
+    conn = catalog.connect(seed_project.catalog)
+    found = catalog.findings(conn)
+    conn.close()
+    assert any(f["kind"] == "edited_after_commit" and "mreg repair" in f["message"] and row["id"] in f["ids"]
+               for f in found)
+
+
+def test_catalog_rebuild_gives_the_same_rows(seed_project):
+    import sqlite3
+
+    scan()
+
+    def dump():
+        conn = sqlite3.connect(seed_project.catalog)
+        out = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+               for t in ("migrations", "revisions", "locations", "dependencies", "findings")}
+        conn.close()
+        return out
+
+    before = dump()
+    assert run(["catalog", "rebuild"]) == 0
+    assert dump() == before
+    assert before["migrations"] and before["findings"]
+
+
+def test_full_text_search_over_contents(seed_project):
+    from registry import catalog
+
+    scan()
+    conn = catalog.connect(seed_project.catalog)
+    try:
+        hits = catalog.search(conn, "hypertable")
+    finally:
+        conn.close()
+    assert [h["path"] for h in hits] == ["server/db/migrations/timescale/20240110_create_traces.sql"]
+
+
+def test_scan_all_refs_sees_other_branches(seed_project):
+    root = seed_project.root
+    seedrepo.git(root, "checkout", "-q", "-b", "feature")
+    seedrepo.write_commit(root, seedrepo.ALICE, "2024-04-01T00:00:00Z",
+                          {"db/migrations/V30__feature_only.sql": "CREATE TABLE feature (id int);\n"}, {}, "f")
+    seedrepo.git(root, "checkout", "-q", "main")
+    only_head, _ = scan(rev="main")
+    assert not any(m["path"].endswith("V30__feature_only.sql") for m in only_head.migrations)
+    everything, _ = scan(all_refs=True)
+    assert any(m["path"].endswith("V30__feature_only.sql") for m in everything.migrations)
+
+
+def test_unknown_revision_is_a_clear_error(seed_project, capsys):
+    assert run(["scan", "--rev", "no-such-branch"]) == 2
+    assert "no-such-branch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("paths", [["db/migrations"], ["server/**/migrations"]])
+def test_configured_paths_limit_discovery(seed_project, paths):
+    (seed_project.root / "mreg.toml").write_text("[discovery]\npaths = " + json.dumps(paths) + "\n")
+    result, _ = scan()
+    found = {p for m in result.migrations for p in m["paths"]}
+    assert found
+    if paths == ["db/migrations"]:
+        assert all(p.startswith("db/migrations/") for p in found)
+    else:
+        assert all(p.startswith("server/") for p in found)
+        assert "server/db/migrations/neo4j/relationships.cypher" in found
