@@ -177,7 +177,7 @@ def new_statement(*, ledger: str, type: str, actor: str, migration: dict | None 
     if target is not None:
         stmt["target"] = dict(target)
     if refs is not None:
-        stmt["refs"] = list(refs)
+        stmt["refs"] = refs if isinstance(refs, str) else list(refs)
     if details is not None:
         stmt["details"] = dict(details)
     return validate_statement(stmt)

@@ -1,0 +1,125 @@
+"""The store: append-only tables, pragmas, node rows per append, proofs from stored subtrees, bundles."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from ledger import merkle
+from ledger.bundle import audit_bundle, export_bundle
+from ledger.checkpoint import parse_checkpoint
+from ledger.keys import Signer, Trust, parse_allowed_signers
+from ledger.log import parse_leaf
+from ledger.policy import default_policy
+from ledger.proof import (consistency_text, inclusion_text, parse_inclusion, verify_consistency_text,
+                          verify_inclusion_text)
+from ledger.statement import new_statement
+from ledger.store import LedgerStore
+
+O = "demo/registry"
+A = Signer.from_seed(bytes(range(32)), "alice@example.com")
+
+
+def stmts(n, start=0):
+    return [new_statement(ledger=O, type="register", actor="alice", event_id=f"e{i}",
+                          time="2026-01-01T00:00:00Z") for i in range(start, start + n)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = LedgerStore(tmp_path / "catalog.db")
+    yield s
+    s.close()
+
+
+def test_pragmas_and_append_only_triggers(store):
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.append_many(O, stmts(3), A)
+    store.checkpoint(O, A)
+    for table in ("ledger_leaves", "ledger_nodes", "ledger_checkpoints"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.conn.execute(f"DELETE FROM {table}")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.conn.execute(f"UPDATE {table} SET origin = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="next of its origin"):
+        store.conn.execute("INSERT INTO ledger_leaves (origin, seq, leaf, leaf_hash) VALUES (?, 7, x'00', x'00')",
+                           (O,))
+
+
+def test_fewer_than_two_node_rows_per_append_and_roots_match(store):
+    total = 0
+    for batch in (1, 2, 3, 50, 7, 137):
+        store.append_many(O, stmts(batch, total), A)
+        total += batch
+        hashes = [merkle.leaf_hash(x) for x in store.leaves(O)]
+        assert store.root(O) == merkle.root(hashes)
+    nodes = store.db["ledger_nodes"].count
+    assert nodes < total and nodes / total < 2
+    hashes = [merkle.leaf_hash(x) for x in store.leaves(O)]
+    mem = merkle.MemoryTree(hashes)
+    for size in (1, 2, 5, 64, 100, total):
+        assert store.root(O, size) == mem.root(size)
+        for idx in {0, size // 2, size - 1}:
+            assert store.inclusion_proof(O, idx, size) == mem.inclusion_proof(idx, size)
+        assert store.consistency_proof(O, size // 3, size) == mem.consistency_proof(size // 3, size)
+
+
+def test_a_second_store_on_the_same_file_continues_the_chain(tmp_path):
+    s1, s2 = LedgerStore(tmp_path / "c.db"), LedgerStore(tmp_path / "c.db")
+    s1.append_many(O, stmts(5), A)
+    s2.append_many(O, stmts(3, 5), A)  # s2 has no cached frontier: it loads one
+    s1.append_many(O, stmts(2, 8), A)  # s1's cached frontier is stale: it reloads
+    hashes = [merkle.leaf_hash(x) for x in s1.leaves(O)]
+    assert [parse_leaf(x).seq for x in s1.leaves(O)] == list(range(10))
+    assert s1.root(O) == s2.root(O) == merkle.root(hashes)
+
+
+def test_proof_texts_verify_against_verified_checkpoints(store):
+    store.append_many(O, stmts(9), A)
+    note9 = store.checkpoint(O, A)
+    store.append_many(O, stmts(4, 9), A)
+    note13 = store.checkpoint(O, A)
+    tr = Trust(parse_allowed_signers(f"alice {A.public_line}"))
+    pol = default_policy(tr)
+    leaf = store.leaves(O)[4]
+    text = inclusion_text(4, store.inclusion_proof(O, 4, 13), note13)
+    assert text.startswith("c2sp.org/tlog-proof@v1\nindex 4\n")
+    assert verify_inclusion_text(text, leaf, pol, O).checkpoint.size == 13
+    with pytest.raises(Exception):
+        verify_inclusion_text(text, store.leaves(O)[5], pol, O)
+    # the proof's checkpoint must be signed by a policy key: a forged checkpoint is refused
+    forged = text.replace(note13, store.checkpoint(O, Signer.generate()))
+    with pytest.raises(Exception, match="trusted|verifiable"):
+        verify_inclusion_text(forged, leaf, pol, O)
+    assert parse_inclusion(text)[0] == 4
+    ctext = consistency_text(9, 13, store.consistency_proof(O, 9, 13))
+    verify_consistency_text(ctext, note9, note13, pol, O)
+    with pytest.raises(Exception):
+        verify_consistency_text(ctext, note13, note9, pol, O)
+
+
+def test_export_and_audit_bundle(store, tmp_path):
+    store.append_many(O, stmts(20), A)
+    store.checkpoint(O, A)
+    store.append_many(O, stmts(5, 20), A)
+    store.checkpoint(O, A)
+    tr = Trust(parse_allowed_signers(f"alice {A.public_line}"))
+    out = tmp_path / "bundle"
+    manifest = export_bundle(store, out, allowed_signers=f"alice {A.public_line}\n", revoked_signers="",
+                             policy=default_policy(tr))
+    assert manifest["origins"][O]["size"] == 25
+    assert (out / "logs" / "demo%2Fregistry" / "proofs" / "consistency-20-25.txt").is_file()
+    assert (out / "logs" / "demo%2Fregistry" / "proofs" / "inclusion-24.tlog-proof").is_file()
+    report = audit_bundle(out)
+    assert report.ok, [f.line() for f in report.all_findings()]
+    # tamper with one leaf line in the bundle: the audit names it
+    leaves = (out / "logs" / "demo%2Fregistry" / "leaves").read_bytes().split(b"\n")
+    leaves[7] = leaves[7].replace(b'"seq":7', b'"seq":8')
+    (out / "logs" / "demo%2Fregistry" / "leaves").write_bytes(b"\n".join(leaves))
+    report = audit_bundle(out)
+    kinds = {(f.kind, f.seq) for f in report.all_findings()}
+    assert ("reordered", 7) in kinds and ("rewritten", 19) in kinds
+    assert not report.ok
+    assert parse_checkpoint(store.latest_checkpoint(O)).size == 25
