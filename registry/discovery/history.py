@@ -201,6 +201,11 @@ def _diff(objects: Objects, scope: rules.Scope, old: bytes | None, new: bytes | 
     holds = None
     for bname, (ea, eb) in changed.items():
         path = prefix + bname.decode("utf-8", "surrogateescape")
+        if bname in (b"..", b".") or b"/" in bname or not bname:
+            # A crafted tree: never descend or read; report it where it would be in scope.
+            if eb is not None and (scope.holds(folder) or scope.descend(folder or ".")):
+                out.append(Change(path, None, (eb[0], eb[1].decode())))
+            continue
         a_dir = ea is not None and stat.S_ISDIR(ea[0])
         b_dir = eb is not None and stat.S_ISDIR(eb[0])
         if a_dir or b_dir:
