@@ -30,6 +30,17 @@ def combine(kinds: set[str]) -> str | None:
     return None
 
 
+def _calls_timescale_ddl(node: Any) -> bool:
+    """SELECT create_hypertable(...) / add_*_policy(...): TimescaleDB's DDL spelled as a function call."""
+    from registry.parse.sql import TIMESCALE_FUNCTIONS, walk
+
+    ddl = TIMESCALE_FUNCTIONS - {"time_bucket", "time_bucket_gapfill", "by_range", "by_hash"}
+    for n in walk(node):
+        if type(n).__name__ == "FuncCall" and n.funcname and getattr(n.funcname[-1], "sval", "") in ddl:
+            return True
+    return False
+
+
 def classify_sql_node(node: Any) -> str | None:
     """The class of one SQL statement (None for session settings such as SET lock_timeout)."""
     kind = type(node).__name__
@@ -52,7 +63,9 @@ def classify_sql_node(node: Any) -> str | None:
         if subtypes and subtypes <= _RLS:
             return "security"
     if kind == "SelectStmt":
-        return "data" if node.intoClause is None else "schema"
+        if node.intoClause is not None or _calls_timescale_ddl(node):
+            return "schema"
+        return "data"
     if kind == "CallStmt":
         return "data"
     return "schema"

@@ -265,6 +265,14 @@ def parse_module(path: str, text: str, checksum: str, ext: str, database: str | 
         what = f"missing {bad.type}" if bad is not None and bad.is_missing else f"unexpected {snippet!r}"
         raise ParseError(path, f"{'TypeScript' if ext.endswith('ts') else 'JavaScript'} syntax error: {what}",
                          line=line, field="module", hint="fix the syntax (the file does not parse)")
+    try:
+        return _extract(path, tree, data, checksum, database, ext)
+    except RecursionError:
+        raise ParseError(path, "values nested too deeply to read", field="module",
+                         hint="flatten the migration object") from None
+
+
+def _extract(path: str, tree, data: bytes, checksum: str, database: str | None, ext: str) -> Migration:
     ev = _Evaluator(tree.root_node, data)
     node = ev.migration_node()
     if node is not None and node.type == "object":

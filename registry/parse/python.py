@@ -106,6 +106,9 @@ def parse_python(path: str, text: str, checksum: str, database: str | None) -> M
     """The migration a ``.py`` module defines as ``migration = Migration(...)`` (not executed)."""
     try:
         tree = ast.parse(text, path)
+    except (RecursionError, MemoryError):
+        raise ParseError(path, "the module is nested too deeply to read", field="python",
+                         hint="flatten the migration object") from None
     except SyntaxError as exc:
         raise ParseError(path, f"Python syntax error: {exc.msg}", line=exc.lineno, field="python",
                          hint="fix the module so that `python -m py_compile` accepts it") from None
@@ -114,7 +117,11 @@ def parse_python(path: str, text: str, checksum: str, database: str | None) -> M
     if target is None:
         raise ParseError(path, "no module-level `migration = Migration(...)`", field="migration",
                          hint="define `migration = Migration(id=..., version=..., phases={...})` at module level")
-    obj = evaluator.eval(target)
+    try:
+        obj = evaluator.eval(target)
+    except RecursionError:
+        raise ParseError(path, "values nested too deeply to read", line=target.lineno, field="migration",
+                         hint="flatten the migration object") from None
     if isinstance(obj, Unresolved) or not isinstance(obj, dict):
         raise ParseError(path, "`migration` is not a Migration(...) call or a dict literal",
                          line=target.lineno, field="migration",

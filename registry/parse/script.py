@@ -75,11 +75,16 @@ def parse_script(path: str, text: str, checksum: str, ext: str, database: str | 
 
     m.phases = {p: s for p, s in m.phases.items() if s}
     m.rollback = {p: s for p, s in m.rollback.items() if s}
-    m.database = _database(path, kind, header, database, nodes, warnings)
+    m.database = _database(path, kind, header, database, nodes, warnings, text)
     if "type" in header:
         m.type = get("type", fields.migration_type)
     elif ident.type:
         m.type = ident.type
+    elif kind == "sql":
+        from registry.parse.classify import classify_sql_node, combine
+
+        found = {k for k in map(classify_sql_node, nodes) if k}
+        m.type = combine(found | ({"data"} if m.backfill else set())) or "schema"
     else:
         from registry.naming import infer_type
 
@@ -95,7 +100,8 @@ def parse_script(path: str, text: str, checksum: str, ext: str, database: str | 
     return m
 
 
-def _database(path: str, kind: str, header: dict, given: str | None, nodes: list, warnings: list[str]) -> str:
+def _database(path: str, kind: str, header: dict, given: str | None, nodes: list, warnings: list[str],
+              text: str) -> str:
     declared = fields.database(path, *header["database"]) if "database" in header else None
     given = fields.database(path, given, None, "database") if given else None
     if declared and given and declared != given:
@@ -103,7 +109,7 @@ def _database(path: str, kind: str, header: dict, given: str | None, nodes: list
     chosen = declared or given
     if chosen is None:
         chosen = DATABASE_BY_KIND[kind]
-        if kind == "sql" and sql.uses_timescale(nodes):
+        if kind == "sql" and sql.uses_timescale(nodes, text):
             chosen = "timescale"
     expected = {"cypher": ("neo4j",), "redis": ("redis",), "sql": ("postgresql", "timescale")}[kind]
     if chosen not in expected:

@@ -64,13 +64,15 @@ def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], i
                          hint="fix the statement (mreg reads SQL with PostgreSQL's own parser, pglast)") from None
     out: list[Statement] = []
     wrappers = 0
+    pos, line = 0, first_line   # newlines are counted once, left to right
     for rs in raw:
         start = rs.stmt_location or 0
         end = start + rs.stmt_len if rs.stmt_len else len(text)
         chunk = text[start:end]
         lead = _LEADING_NOISE.match(chunk).end()
         body = chunk[lead:].rstrip().rstrip(";").rstrip()
-        line = first_line + text[:start + lead].count("\n")
+        line += text.count("\n", pos, start + lead)
+        pos = start + lead
         node = rs.stmt
         if type(node).__name__ == "TransactionStmt":
             kind = getattr(node.kind, "name", str(node.kind))
@@ -136,8 +138,19 @@ def walk(node: Any) -> Iterator[Any]:
             stack.extend(reversed(item))
 
 
-def uses_timescale(nodes: list[Any]) -> bool:
-    """True when the statements call TimescaleDB functions, options or its extension."""
+_TIMESCALE_HINTS = ("timescale", "hypertable", "time_bucket", "_policy", "continuous", "compress", "chunk",
+                    "add_dimension", "by_range", "by_hash", "columnstore")
+
+
+def uses_timescale(nodes: list[Any], text: str | None = None) -> bool:
+    """True when the statements call TimescaleDB functions, options or its extension.
+
+    ``text``, when given, is checked first for any TimescaleDB word, so most files skip the tree walk.
+    """
+    if text is not None:
+        lowered = text.lower()
+        if not any(h in lowered for h in _TIMESCALE_HINTS):
+            return False
     for root in nodes:
         for n in walk(root):
             kind = type(n).__name__

@@ -118,3 +118,8 @@ def test_type_from_header_or_name_wins():
     assert m.type == "perf"
     m = parse_migration("m/001_x.sql", b"-- Type: security\nCREATE TABLE t (a int);")
     assert m.type == "security"
+
+
+def test_timescale_policies_are_schema_not_data():
+    assert infer_type(_sql("SELECT add_compression_policy('t', INTERVAL '7 days')")) == "schema"
+    assert infer_type(_sql("SELECT time_bucket('1 hour', now())")) == "data"
