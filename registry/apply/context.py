@@ -128,6 +128,7 @@ def lock_all(eng: Engine, owner: str, timeout_s: float) -> None:
     """Take every open target's lock (in name order); released by ``eng.close()``."""
     for name in sorted(eng.adapters):
         adapter = eng.adapters[name]
+        adapter.ensure_mirror()  # before the lock: its objects exist before anyone records a lock owner
         handle = adapter.acquire_lock(owner, timeout_s)
         eng.locks[name] = handle
         eng.stack.callback(adapter.release_lock, handle)
