@@ -57,6 +57,7 @@ def line_of(value, default: int | None = None) -> int | None:
 
 
 KINDS = ("sql", "cypher", "redis")
+_SOFT_METADATA = {"author", "createdAt", "created_at", "created", "estimatedDuration", "estimated_duration"}
 _DEFAULT_KIND = {"postgresql": "sql", "timescale": "sql", "neo4j": "cypher", "redis": "redis"}
 _KIND_DATABASE = {"sql": "postgresql", "cypher": "neo4j", "redis": "redis"}
 
@@ -173,6 +174,11 @@ class Builder:
         meta = self.get(o, "metadata", default=SrcDict())
         meta = self.need_dict(meta, "metadata")
         both = {**o, **meta}
+        for key, value in list(both.items()):
+            # descriptive fields computed at run time (`createdAt: new Date()`) are skipped, not fatal
+            if isinstance(value, Unresolved) and key in _SOFT_METADATA:
+                self.warnings.append(f"line {value.line}: `{key}` {value.reason}; ignored")
+                del both[key]
         if (v := self.get(both, "author")) is not None:
             m.author = self.need_str(v, "author")
         if (v := self.get(both, "createdAt", "created_at", "created")) is not None:

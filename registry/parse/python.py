@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import textwrap
+import warnings
 from datetime import date, datetime
 
 from registry.model import Migration
@@ -105,7 +106,9 @@ class _Evaluator:
 def parse_python(path: str, text: str, checksum: str, database: str | None) -> Migration:
     """The migration a ``.py`` module defines as ``migration = Migration(...)`` (not executed)."""
     try:
-        tree = ast.parse(text, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # invalid escapes in someone's old module are not our output
+            tree = ast.parse(text, path)
     except (RecursionError, MemoryError):
         raise ParseError(path, "the module is nested too deeply to read", field="python",
                          hint="flatten the migration object") from None

@@ -249,3 +249,11 @@ def test_python_errors(text, line, field):
     with pytest.raises(ParseError) as info:
         parse_migration("m/x.py", text.encode())
     assert (info.value.line, info.value.field) == (line, field)
+
+
+def test_runtime_metadata_is_skipped_with_a_warning():
+    text = "export default { id: 'x', version: '1.0.0',\n  metadata: { createdAt: new Date(), author: 'a' },\n" \
+           "  phases: { expand: [{ content: 'SELECT 1' }] } };"
+    m = parse_migration("a/x.ts", text.encode())
+    assert m.created == "" and m.author == "a"
+    assert any(w.startswith("line 2: `createdAt`") for w in m.metadata["warnings"])

@@ -242,3 +242,27 @@ def test_redis_quote_errors():
     for bad in ('SET "a', "SET 'a", 'SET "a"b', "SET 'a'b"):
         with pytest.raises(RedisQuoteError):
             split_args(bad)
+
+
+_PIECES = st.sampled_from([
+    "-- Phase 1: EXPAND\n", "-- Phase 2: MIGRATE\n", "-- Rollback:\n", "-- Validation:\n",
+    "-- check x: sql:SELECT 1; expect: 1\n", "-- Backfill: table=t key=id\n", "BEGIN;", "COMMIT;", "SELECT 1;",
+    "'", '"', "`", "${", "}", "{", "[", "]", "(", ")", ":", ",", "\n", " ", "$$", "export default ",
+    "migration = Migration(", "id: 'x'", "phases: { expand: [", "content: `", "// ", "# ", "/*", "*/", "\\",
+    "UPDATE t SET a = 1 WHERE id >= :lo AND id < :hi;", "-- Version: 1.0.0\n", "-- Database: timescale\n",
+    "SET a b\n", "MATCH (n) RETURN n;", "x", "1", "-", "new Date('2025-01-01')", "exports.up = 1;", "dict(",
+    "Step(content=", '"""', "f'{x}'",
+])
+
+
+@given(st.lists(_PIECES, max_size=25).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_syntax_soup_never_crashes(text):
+    # any failure must be a ParseError naming the file, never another exception
+    for name in ("m/001_x.sql", "m/001_x.cypher", "m/001_x.redis", "m/x.py", "m/x.ts", "m/x.js"):
+        try:
+            m = parse_migration(name, text.encode())
+        except ParseError as exc:
+            assert exc.path == name and exc.hint
+        else:
+            assert m.checksum == checksum_bytes(text.encode())
