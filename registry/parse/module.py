@@ -245,8 +245,15 @@ class _Evaluator:
                     continue
                 out[key] = self.eval(value_node)
             elif child.type == "shorthand_property_identifier":
-                out[child.text.decode()] = self.eval(child) if child.text.decode() in self.consts else \
-                    self.unresolved(child)
+                name = child.text.decode()
+                if name in self.consts and name not in self.resolving:
+                    self.resolving.add(name)
+                    try:
+                        out[name] = self.eval(self.consts[name])
+                    finally:
+                        self.resolving.discard(name)
+                else:
+                    out[name] = self.unresolved(child)
             elif child.type == "method_definition":
                 name = child.child_by_field_name("name")
                 if name is not None:
@@ -277,6 +284,8 @@ def _extract(path: str, tree, data: bytes, checksum: str, database: str | None, 
     node = ev.migration_node()
     if node is not None and node.type == "object":
         obj = ev.eval(node)
+        if isinstance(obj.get("migration"), dict):      # module.exports = { migration }
+            obj = obj["migration"]
         if any(k in obj for k in ("phases", "id", "version")):
             return Builder(path, obj, _line(node), checksum, database, "module").build()
     if any(name in ev.exports for name in ("up", "down")) or (

@@ -122,6 +122,8 @@ def test_compiled_javascript_twin_gives_the_same_migration():
     "module.exports = {BODY};",
     "export const migration = defineMigration({BODY});",
     "const m = ({BODY}) as Migration;\nexport default m;",
+    "const migration = {BODY};\nmodule.exports = { migration };",
+    "exports.default = Object.freeze({BODY});",
 ])
 def test_export_forms(wrapper):
     body = "id: 'x1', version: '1.0.0', phases: { expand: [{ type: 'cypher', content: 'MATCH (n) RETURN n' }] }"

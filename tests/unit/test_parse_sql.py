@@ -274,3 +274,13 @@ def test_unknown_extension():
     with pytest.raises(ParseError) as info:
         parse_migration("x/notes.txt", b"hello")
     assert info.value.field == "extension"
+
+
+def test_validation_options_and_bare_statements():
+    text = ("SELECT 1;\n-- Validation: checks\n-- check ready (pre): SELECT 1; expect: [1]\n"
+            "-- Check table sizes (free text, not a rule)\nSELECT count(*) FROM users;\n")
+    m = parse(text, path="x/001_a.sql")
+    assert [(r.name, r.type, r.check, r.expected) for r in m.validation] == [
+        ("ready", "pre", "sql:SELECT 1", [1]),
+        ("validation_2", "post", "sql:SELECT count(*) FROM users", None)]
+    assert [s.content for s in m.phases["expand"]] == ["SELECT 1"]
