@@ -8,6 +8,7 @@ giving the same rows):
 - ``revisions``: every content a migration had in Git (commit, date, checksum);
 - ``locations``: every path where it stands or stood (``current`` 1/0);
 - ``dependencies``: declared dependencies (``migration_id`` -> ``depends_on``);
+- ``consolidations``: every move ``mreg consolidate`` made (legacy path -> canonical path);
 - ``findings``: what the registry reports (computed from the rows above plus the
   last scan's parse errors, kept in ``scan_findings``).
 
@@ -25,7 +26,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-PROJECTION_TABLES = ("migrations", "revisions", "locations", "dependencies", "findings")
+PROJECTION_TABLES = ("migrations", "revisions", "locations", "dependencies", "consolidations", "findings")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS migrations (
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS findings (
     message TEXT NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scan_findings (
     n INTEGER PRIMARY KEY, kind TEXT NOT NULL, paths TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS consolidations (
+    migration_id TEXT NOT NULL, from_path TEXT NOT NULL, to_path TEXT NOT NULL, move_commit TEXT,
+    commit_sha TEXT, old_checksum TEXT, checksum TEXT, seq INTEGER NOT NULL, PRIMARY KEY (seq));
 CREATE TABLE IF NOT EXISTS migration_contents (checksum TEXT PRIMARY KEY, content TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS migrations_database ON migrations(database);
 CREATE INDEX IF NOT EXISTS migrations_status ON migrations(status);
@@ -89,12 +93,18 @@ def project(conn: sqlite3.Connection, stmt: dict, seq: int) -> None:
                 {"sha": details.get("commit"), "date": stmt.get("time"), "from": details.get("from"), "to": new_path})
             if details.get("checksum"):
                 record["checksum"] = details["checksum"]
-            _write(conn, mig["id"], record, _registered(conn, mig["id"]) or mig["checksum"], seq)
+            # The header the consolidation added is accepted by this statement.
+            _write(conn, mig["id"], record, mig["checksum"], seq)
+        conn.execute(
+            "INSERT OR REPLACE INTO consolidations (migration_id, from_path, to_path, move_commit, commit_sha, "
+            "old_checksum, checksum, seq) VALUES (?,?,?,?,?,?,?,?)",
+            (mig["id"], details.get("from") or "", new_path or "", details.get("move_commit"), details.get("commit"),
+             details.get("old_checksum"), mig["checksum"], seq))
 
 
-def _registered(conn, mid: str) -> str | None:
-    row = conn.execute("SELECT registered_checksum FROM migrations WHERE id = ?", (mid,)).fetchone()
-    return row[0] if row else None
+def accepted_commits(conn: sqlite3.Connection) -> set[str]:
+    """Commits whose content changes a ``consolidate`` statement accepted (not edits)."""
+    return {r[0] for r in conn.execute("SELECT commit_sha FROM consolidations WHERE commit_sha IS NOT NULL")}
 
 
 def _register(conn, mig: dict, details: dict, seq: int) -> None:
@@ -194,7 +204,7 @@ def refresh_findings(conn: sqlite3.Connection, parse_errors: list[dict] | None =
         rec.setdefault("revisions", [])
         rec.setdefault("status", "active")
         recs.append(rec)
-    found = compute(recs, errors)
+    found = compute(recs, errors, accepted_commits(conn))
     for rec in recs:
         if rec["status"] == "active" and rec.get("checksum") != rec["registered_checksum"]:
             found.append(finding(
@@ -254,7 +264,7 @@ def rebuild(cfg) -> dict:
     store = LedgerStore(path)
     try:
         with conn:
-            for t in ("migrations", "revisions", "locations", "dependencies", "findings"):
+            for t in ("migrations", "revisions", "locations", "dependencies", "consolidations", "findings"):
                 conn.execute(f"DELETE FROM {t}")
             for seq, stmt in statements(store, registry_origin(cfg)):
                 project(conn, stmt, seq)

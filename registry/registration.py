@@ -125,8 +125,13 @@ def scan_and_register(cfg, *, path: Path | None = None, rev: str | None = None, 
 
     root = Path(path).resolve() if path else cfg.root
     result = None
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        accepted = catalog.accepted_commits(conn)
+    finally:
+        conn.close()
     for item in discover(root, Path(cfg.catalog.value), Scope.from_config(cfg), rev=rev, all_refs=all_refs,
-                         full=full):
+                         full=full, accepted=accepted):
         if isinstance(item, ScanResult):
             result = item
         else:

@@ -14,15 +14,19 @@ from __future__ import annotations
 from collections import defaultdict
 
 VERSIONED = {"flyway": "V", "neo4j-migrations": "V", "flyway-undo": "U", "numbered": "N", "date": "D",
-             "knex": "K", "canonical": "C"}
+             "knex": "K"}
 
 
 def finding(kind: str, paths: list[str], message: str, ids: list[str] | None = None, **data) -> dict:
     return {"kind": kind, "paths": sorted(paths), "message": message, "ids": sorted(ids or []), "data": data}
 
 
-def compute(migrations: list[dict], errors: list[dict]) -> list[dict]:
-    """All findings for the discovered ``migrations`` plus the ``errors`` (parse_error findings)."""
+def compute(migrations: list[dict], errors: list[dict], accepted: set[str] | frozenset = frozenset()) -> list[dict]:
+    """All findings for the discovered ``migrations`` plus the ``errors`` (parse_error findings).
+
+    ``accepted`` holds commits whose content changes were ledgered (``mreg consolidate``):
+    a revision made by one of them is not an edit.
+    """
     out = list(errors)
     active = [m for m in migrations if m["status"] == "active"]
 
@@ -49,12 +53,11 @@ def compute(migrations: list[dict], errors: list[dict]) -> list[dict]:
                                + ", ".join(sorted(paths)), sorted(ids), version=version, folder=folder))
 
     for m in migrations:
-        sums = []
-        for r in m["revisions"]:
-            if r["checksum"] and (not sums or sums[-1]["checksum"] != r["checksum"]):
-                sums.append(r)
-        if len(sums) > 1:
-            first, last = sums[0], sums[-1]
+        revs = [r for r in m["revisions"] if r.get("checksum")]
+        edits = [cur for prev, cur in zip(revs, revs[1:])
+                 if cur["checksum"] != prev["checksum"] and cur.get("sha") not in accepted]
+        if edits:
+            first, last = revs[0], edits[-1]
             out.append(finding(
                 "edited_after_commit", [m["path"]],
                 f"{m['path']} was edited after its first commit {first['sha'][:12]}: "

@@ -47,7 +47,8 @@ def is_repository(path: Path) -> bool:
 
 
 def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None = None,
-             all_refs: bool = False, full: bool = False, worktree: bool = True) -> Iterator[Progress | ScanResult]:
+             all_refs: bool = False, full: bool = False, worktree: bool = True,
+             accepted: set[str] | frozenset = frozenset()) -> Iterator[Progress | ScanResult]:
     """Scan the repository (or plain folder) at ``root``; see the module docstring."""
     started = time.perf_counter()
     conn = store.connect(catalog)
@@ -84,7 +85,7 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
         else:
             extra, errors = scan_worktree(root, scope, state, git=False)
             migrations, parse_errors = build(state, extra, None)
-        found = findings_mod.compute(migrations, parse_errors + errors)
+        found = findings_mod.compute(migrations, parse_errors + errors, accepted)
         yield ScanResult(migrations, found, new, heads, reads, time.perf_counter() - started)
     finally:
         conn.close()
