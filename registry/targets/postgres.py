@@ -83,7 +83,7 @@ class PgSession:
         so after a ``LockNotAvailable`` the session is still usable and the
         engine may run the step again.
         """
-        self.adapter.check_step(step, self)
+        step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
         try:
             if use_sp:
@@ -170,6 +170,7 @@ class PostgresAdapter:
             raise DatabaseError(
                 f"cannot connect to target {self.target.name} ({redact_url(self.url)}): {str(exc).strip()}",
                 hint=self.unreachable_hint(), target=self.target.name, url=redact_url(self.url),
+                error_class=type(exc).__name__, server_message=str(exc).strip(),
             ) from None
 
     def connect_kwargs(self) -> dict:
@@ -186,6 +187,10 @@ class PostgresAdapter:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self._connect("main")
             self._mirror_ready = False
+            self.after_connect(self._conn)
+
+    def after_connect(self, conn) -> None:
+        """Hook run on every new main connection (TimescaleDB resets pglite's shared session)."""
 
     @property
     def conn(self):
@@ -420,8 +425,9 @@ class PostgresAdapter:
             out.append(f"{scope} statement_timeout = {int(statement_timeout_ms)}")
         return out
 
-    def check_step(self, step: Step, session: PgSession) -> None:
-        """Refuse steps this target cannot run (TimescaleDB overrides); PostgreSQL runs everything."""
+    def prepare_step(self, step: Step, session: PgSession, path: str | None) -> Step:
+        """The step to send: PostgreSQL runs every step as written (TimescaleDB refuses some)."""
+        return step
 
     def _tenant_sql(self, tenant: str, local: bool) -> str:
         found = self.conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (tenant,)).fetchone()
