@@ -12,9 +12,9 @@ substitution is itself a literal), number, boolean, null, arrays, objects,
 ``String.raw``, and identifiers bound to such values by a top-level ``const``.
 Anything else is left unresolved, and a ParseError only if a needed field holds it.
 
-A module exporting ``up``/``down`` functions instead (knex, custom runners) is a
-migration whose steps are code: it parses as one with no phases, flagged
-``metadata["opaque"]``.
+A module exporting ``up``/``down`` functions instead (knex, custom runners) is read for
+the literal queries they run (``session.run('…')``, ``knex.raw('…')``, ``client.query('…')``);
+when there are none its steps are code: it parses with no phases, ``metadata["opaque"]``.
 """
 
 from __future__ import annotations
@@ -288,24 +288,76 @@ def _extract(path: str, tree, data: bytes, checksum: str, database: str | None, 
             obj = obj["migration"]
         if any(k in obj for k in ("phases", "id", "version")):
             return Builder(path, obj, _line(node), checksum, database, "module").build()
-    if any(name in ev.exports for name in ("up", "down")) or (
-            node is not None and node.type == "object" and any(k in ev.eval(node) for k in ("up", "down"))):
-        return _opaque(path, checksum, database, ext)
+    functions = _up_down(ev, node)
+    if functions:
+        return _code_migration(path, checksum, database, ev, functions)
     raise ParseError(path, "no exported Migration object", line=_line(node) if node is not None else None,
                      field="migration", hint="export it: `export const migration: Migration = { id, version, "
                      "phases: {...} }` (or `export default {...}`)")
 
 
-def _opaque(path: str, checksum: str, database: str | None, ext: str) -> Migration:
-    """A module whose steps are code (``up``/``down`` functions): known, but not extractable."""
+_QUERY_METHODS = {"run": "cypher", "executeQuery": "cypher", "writeTransaction": "cypher",
+                  "query": "sql", "raw": "sql", "execute": "sql", "none": "sql", "multi": "sql"}
+
+
+def _up_down(ev: _Evaluator, node) -> dict:
+    """The ``up``/``down`` functions a module exports (named exports or methods of the exported object)."""
+    found = {k: v for k, v in ev.exports.items() if k in ("up", "down")}
+    if node is not None and node.type == "object":
+        for child in node.named_children:
+            key = child.child_by_field_name("name") if child.type == "method_definition" else \
+                child.child_by_field_name("key") if child.type == "pair" else None
+            if key is not None and key.text.decode() in ("up", "down"):
+                found.setdefault(key.text.decode(), child)
+    return found
+
+
+def _literal_calls(ev: _Evaluator, fn) -> list[tuple[str, str, int]]:
+    """(kind, text, line) of ``x.run('…')`` / ``x.query(`…`)`` / ``knex.raw('…')`` calls with a literal first argument."""
+    out = []
+    stack = [fn]
+    while stack:
+        n = stack.pop()
+        if n.type == "call_expression":
+            callee, args = n.child_by_field_name("function"), n.child_by_field_name("arguments")
+            prop = callee.child_by_field_name("property") if callee is not None and \
+                callee.type == "member_expression" else None
+            method = prop.text.decode() if prop is not None else ""
+            if method in _QUERY_METHODS and args is not None and args.named_children:
+                value = ev.eval(args.named_children[0])
+                if isinstance(value, str) and value.strip():
+                    out.append((_QUERY_METHODS[method], value, getattr(value, "line", _line(n))))
+        stack.extend(reversed(n.named_children))
+    return out
+
+
+def _code_migration(path: str, checksum: str, database: str | None, ev: _Evaluator, functions: dict) -> Migration:
+    """A module whose steps are code (``up``/``down``): the literal queries it runs, else an opaque migration."""
     from registry.parse import fields
 
-    ident = identify(path)
-    m = Migration(id=ident.id, name=ident.name, path=path, checksum=checksum, scheme=ident.scheme,
-                  database=fields.database(path, database, None, "database") if database else "postgresql",
-                  type=ident.type or "schema", created=ident.created)
-    m.metadata = {"opaque": True, "source": "module", "warnings": [
-        "the module exports up/down functions: its steps are code mreg cannot extract"]}
-    if ident.legacy is not None:
-        m.metadata["legacy"] = ident.legacy
+    up = _literal_calls(ev, functions["up"]) if "up" in functions else []
+    down = _literal_calls(ev, functions["down"]) if "down" in functions else []
+    kinds = {k for k, _, _ in up + down}
+    if database is None and ("neo4j" in path.lower() or kinds == {"cypher"}):
+        database = "neo4j"
+    if not up:
+        ident = identify(path)
+        m = Migration(id=ident.id, name=ident.name, path=path, checksum=checksum, scheme=ident.scheme,
+                      database=fields.database(path, database, None, "database") if database else "postgresql",
+                      type=ident.type or "schema", created=ident.created)
+        m.metadata = {"opaque": True, "source": "module", "warnings": [
+            "the module exports up/down functions whose steps are code mreg cannot extract"]}
+        if ident.legacy is not None:
+            m.metadata["legacy"] = ident.legacy
+        return m
+    kind = "cypher" if database == "neo4j" else "sql"
+    obj = src({"phases": src({"expand": src([src({"id": f"up.{i}", "type": kind, "content": text}, line)
+                                             for i, (_, text, line) in enumerate(up, start=1)], 1)}, 1),
+               "rollback": src({"expand": src([src({"id": f"down.{i}", "type": kind, "content": text}, line)
+                                               for i, (_, text, line) in enumerate(down, start=1)], 1)}, 1)
+               if down else src({}, 1)}, 1)
+    m = Builder(path, obj, 1, checksum, database, "module").build()
+    m.metadata["code_steps"] = True
+    m.metadata["warnings"].append("steps are the literal queries up()/down() run; other code in them is not "
+                                  "represented")
     return m

@@ -259,3 +259,31 @@ def test_runtime_metadata_is_skipped_with_a_warning():
     m = parse_migration("a/x.ts", text.encode())
     assert m.created == "" and m.author == "a"
     assert any(w.startswith("line 2: `createdAt`") for w in m.metadata["warnings"])
+
+
+def test_neo4j_js_module_runs_literal_queries():
+    text = """module.exports = {
+  async up(session) {
+    await session.run(`CREATE CONSTRAINT entity_id IF NOT EXISTS
+      FOR (e:Entity) REQUIRE e.id IS UNIQUE`);
+    await session.run('CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name)');
+  },
+  async down(session) {
+    await session.run('DROP INDEX entity_name IF EXISTS');
+    await session.run('DROP CONSTRAINT entity_id IF EXISTS');
+  },
+};
+"""
+    m = parse_migration("server/src/db/migrations/neo4j/001_entity_constraints.js", text.encode())
+    assert m.database == "neo4j" and m.metadata["code_steps"] is True
+    assert [(s.kind, s.line) for s in m.phases["expand"]] == [("cypher", 3), ("cypher", 5)]
+    assert [s.content for s in m.rollback["expand"]] == ["DROP INDEX entity_name IF EXISTS",
+                                                         "DROP CONSTRAINT entity_id IF EXISTS"]
+    assert m.type == "schema"
+
+
+def test_knex_raw_queries_are_extracted():
+    text = "exports.up = async (knex) => { await knex.raw('CREATE TABLE t (id int)'); };\n" \
+           "exports.down = async (knex) => { await knex.raw('DROP TABLE t'); };\n"
+    m = parse_migration("packages/db/knex/20231120143000_t.js", text.encode())
+    assert m.database == "postgresql" and [s.content for s in m.phases["expand"]] == ["CREATE TABLE t (id int)"]
