@@ -211,3 +211,19 @@ def infer_sql_dependencies(migrations: Sequence[Migration]) -> dict[str, set[str
             if chosen != mid:
                 out.setdefault(mid, set()).add(chosen)
     return out
+
+
+def all_edges(migrations: Sequence[Migration], groups: Iterable[Sequence[Migration]] = (),
+              infer_sql: bool = True) -> dict[str, set[str]]:
+    """The extra edges of the three sources in one map: per-folder version order and SQL inference.
+
+    Pass the result to ``order`` as ``extra_edges`` (declared dependencies are always used).
+    """
+    out: dict[str, set[str]] = {}
+    sources = [version_edges(groups)]
+    if infer_sql:
+        sources.append(infer_sql_dependencies(migrations))
+    for source in sources:
+        for child, parents in source.items():
+            out.setdefault(child, set()).update(parents)
+    return out

@@ -173,3 +173,14 @@ def test_adding_a_back_edge_makes_a_cycle(ms, data):
 
 def test_find_cycle_none_on_dag():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_all_edges_merges_folder_order_and_inference():
+    from registry.graph import all_edges
+
+    a = mig("V1__users", sql="CREATE TABLE users (id int)", legacy={"version": "1"})
+    b = mig("V2__noop", sql="SELECT 1", legacy={"version": "2"})
+    c = mig("x_prefs", sql="CREATE TABLE prefs (u int REFERENCES users(id))")
+    extra = all_edges([a, b, c], groups=[[b, a]])
+    assert extra == {"V2__noop": {"V1__users"}, "x_prefs": {"V1__users"}}
+    assert all_edges([a, b, c], groups=[[b, a]], infer_sql=False) == {"V2__noop": {"V1__users"}}
