@@ -17,7 +17,7 @@ giving the same rows):
 
 Row writes use plain ``sqlite3`` so the post-commit hook stays lean; table creation,
 full-text search and rebuild use sqlite-utils. Table and column descriptions for
-Datasette are in ``registry/catalog_metadata.json``.
+Datasette come from :func:`metadata` (written to ``.mreg/datasette-metadata.json`` by ``mreg serve``).
 """
 
 from __future__ import annotations
@@ -277,11 +277,89 @@ def rebuild(cfg) -> dict:
     return counts
 
 
-def metadata_path() -> Path:
-    return Path(__file__).with_name("catalog_metadata.json")
+def serve_args(catalog_path: Path, metadata_file: Path, host: str, port: int) -> list[str]:
+    """The ``datasette`` command line that serves catalog.db read-only (``-i``) with the metadata."""
+    return ["serve", "-i", str(catalog_path), "--metadata", str(metadata_file), "--host", host,
+            "--port", str(port)]
 
 
-def serve_args(cfg, host: str, port: int) -> list[str]:
-    """The ``datasette`` command line that serves catalog.db read-only with the metadata."""
-    return ["serve", "-i", str(cfg.catalog.value), "--metadata", str(metadata_path()),
-            "--host", host, "--port", str(port)]
+# -- Datasette -------------------------------------------------------------------------
+
+TABLES = {
+    "migrations": ("Migrations", "One row per registered migration, projected from the registry log.", {
+        "id": "Canonical id YYYYMMDD_HHMMSS_<type>_<description>",
+        "path": "Current path (the last one if deleted)",
+        "database": "postgresql, timescale, neo4j or redis",
+        "scheme": "Naming scheme of the file (canonical, flyway, neo4j-migrations, date, numbered, knex, module, script)",
+        "version": "Declared version (header or module), else the scheme's version",
+        "type": "schema, data, security or perf",
+        "name": "Human-readable name",
+        "kind": "Language of the file: sql, cypher, redis, module, python",
+        "status": "active or deleted",
+        "checksum": "sha256 of the file as it is in Git now (BOM removed, CRLF as LF)",
+        "registered_checksum": "Checksum registered (or accepted by repair/consolidate); differs from checksum when edited",
+        "first_sha": "Commit that added the file", "first_author": "Author of that commit",
+        "first_date": "Date of that commit (UTC)", "deleted_sha": "Commit that deleted the file",
+        "deleted_date": "Date of the deletion", "declared_id": "Id the file declares (header ID or module id)",
+        "registered_seq": "Registry-log sequence number of the first register statement",
+        "updated_seq": "Registry-log sequence number of the latest statement about it",
+        "record": "The full record of the latest register statement (JSON)",
+    }),
+    "revisions": ("Revisions", "Every content a migration had in Git, in commit order.", {
+        "migration_id": "Migration", "n": "0 for the first commit, then 1, 2, ...", "sha": "Commit",
+        "date": "Commit date (UTC)", "checksum": "sha256 of the file at that commit"}),
+    "locations": ("Locations", "Every path where a migration stands or stood.", {
+        "migration_id": "Migration", "path": "Path in the repository", "current": "1 if it stands there now"}),
+    "dependencies": ("Dependencies", "Declared dependencies.", {
+        "migration_id": "Migration", "depends_on": "Id (or declared name) it depends on"}),
+    "consolidations": ("Consolidations", "Moves made by mreg consolidate.", {
+        "migration_id": "Migration", "from_path": "Legacy path", "to_path": "Canonical path",
+        "move_commit": "Commit with the rename", "commit_sha": "Commit with the header",
+        "old_checksum": "Checksum before", "checksum": "Checksum after", "seq": "Registry-log sequence number"}),
+    "findings": ("Findings", "What the registry reports and never hides.", {
+        "n": "Order", "kind": "duplicate_content, version_conflict, edited_after_commit, missing_dependency, "
+                            "dependency_cycle or parse_error",
+        "migration_ids": "Migrations involved (JSON)", "paths": "Paths involved (JSON)",
+        "message": "What is wrong", "data": "Details (JSON): checksums, versions, commits"}),
+    "migration_contents": ("Migration contents", "File contents by checksum, searchable.", {
+        "checksum": "sha256 of the content", "content": "The text (capped at 200,000 characters)"}),
+}
+
+CANNED = {
+    "edited_after_registration": {
+        "title": "Edited after registration",
+        "sql": "SELECT id, path, registered_checksum, checksum FROM migrations "
+               "WHERE status = 'active' AND checksum != registered_checksum ORDER BY id"},
+    "findings_by_kind": {"title": "Findings by kind",
+                         "sql": "SELECT kind, count(*) AS n FROM findings GROUP BY kind ORDER BY n DESC"},
+    "timeline": {"title": "Timeline of a migration",
+                 "sql": "SELECT n, sha, date, checksum FROM revisions WHERE migration_id = :id ORDER BY n"},
+}
+
+
+def metadata(database: str = "catalog") -> dict:
+    """Datasette metadata: titles and descriptions of every catalog table and column."""
+    tables = {name: {"title": title, "description": desc, "columns": cols,
+                     **({"facets": ["database", "scheme", "status", "type"]} if name == "migrations" else {}),
+                     **({"facets": ["kind"]} if name == "findings" else {})}
+              for name, (title, desc, cols) in TABLES.items()}
+    return {"title": "mreg catalog", "description": "Migrations found in Git, their provenance and findings; "
+                                                    "ledger tables hold the signed logs.",
+            "databases": {database: {"tables": tables, "queries": CANNED}}}
+
+
+def serve(cfg, *, host: str = "127.0.0.1", port: int = 8001) -> None:
+    """Run Datasette on catalog.db, read-only (immutable), with :func:`metadata`."""
+    from registry.errors import ConfigError
+
+    path = Path(cfg.catalog.value)
+    if not path.is_file():
+        raise ConfigError(f"no catalog at {path}", hint="run `mreg scan` first", path=str(path))
+    meta = Path(cfg.state_dir) / "datasette-metadata.json"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps(metadata(path.stem), indent=2), encoding="utf-8")
+    try:
+        from datasette.cli import cli
+    except ImportError:
+        raise ConfigError("mreg serve needs Datasette", hint="pip install 'mreg[serve]'") from None
+    cli.main(args=serve_args(path, meta, host, port), prog_name="datasette", standalone_mode=True)
