@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "registry.cli.config_cmd",
     "registry.cli.apply_cmd",
     "registry.cli.new_cmd",
+    "registry.cli.dev_cmd",
 ]
 
 app = typer.Typer(
