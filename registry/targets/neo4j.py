@@ -55,6 +55,7 @@ from registry.targets.sqlcommon import (
     ConnectionLost,
     LockNotAvailable,
     MirrorConflict,
+    StepRefused,
 )
 
 DEFAULT_LEASE_MS = 15_000
@@ -336,10 +337,13 @@ class Neo4jAdapter:
 
     # -- steps
 
-    def run_alone(self, step: Step, path: str | None = None, params: dict | None = None) -> dict:
+    def run_alone(self, step: Step, path: str | None = None, params: dict | None = None,
+                  timeout_s: float | None = None) -> dict:
         """A schema command or a ``CALL { … } IN TRANSACTIONS`` in its own implicit transaction."""
+        import neo4j
+
         with self.errors("step", step, path), self._session() as s:
-            return counters(s.run(step.content, params or {}).consume())
+            return counters(s.run(neo4j.Query(step.content, timeout=timeout_s), params or {}).consume())
 
     # -- mirror
 
@@ -349,12 +353,19 @@ class Neo4jAdapter:
             self._schema(text)
 
     def _schema(self, text: str) -> None:
-        try:
-            with self.errors("mirror schema"), self._session() as s:
-                s.run(text).consume()
-        except StepFailed as exc:  # another operator created it at the same moment
-            if "AlreadyExists" not in str(exc.data.get("code")):
-                raise
+        for attempt in range(20):
+            try:
+                with self.errors("mirror schema"), self._session() as s:
+                    s.run(text).consume()
+                return
+            except LockNotAvailable:  # another operator changes the schema at the same moment
+                if attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            except StepFailed as exc:  # ... or created this very constraint a moment ago
+                if "AlreadyExists" not in str(exc.data.get("code")):
+                    raise
+                return
 
     def _append_tx(self, tx, row: MirrorRow) -> None:
         prev = check_row(row)
@@ -521,6 +532,7 @@ class Neo4jSession:
         self.done = False
         self._session = None
         self._tx = None
+        self._wrote = False  # a data step ran in the open transaction
 
     def __enter__(self) -> Neo4jSession:
         with self.adapter.errors("opening a session"):
@@ -543,11 +555,21 @@ class Neo4jSession:
         """Run one step; returns the server's counters (nodes created, properties set, …)."""
         path = path or self.path
         if is_schema_command(step.content) or is_batched(step.content):
-            done = self.adapter.run_alone(step, path, params)
+            if self._wrote:
+                what = "a schema command" if is_schema_command(step.content) else "an IN TRANSACTIONS batch"
+                where = f"{path or '<step>'}:{step.line}"
+                raise StepRefused(
+                    f"{where}: {what} after data writes in the same transaction on target "
+                    f"{self.adapter.target.name}: it would wait for that transaction forever",
+                    hint="move it to its own phase or file, before the data writes, or mark the file "
+                         "`txmode: none`", target=self.adapter.target.name, path=path, line=step.line,
+                    step=step.name)
+            done = self.adapter.run_alone(step, path, params, timeout_s=self.timeout_s)
             self.autocommitted.append(step)
             return done
         with self.adapter.errors("step", step, path):
             if self._tx is not None:
+                self._wrote = True
                 return counters(self._tx.run(step.content, params or {}).consume())
             return self._session.execute_write(
                 lambda tx: counters(tx.run(step.content, params or {}).consume()))
