@@ -27,12 +27,21 @@ def parse_script(path: str, text: str, checksum: str, ext: str, database: str | 
     ident = identify(path)
     header = {k: v for k, v in script.header.items()}
     warnings: list[str] = []
+    # Canonical files (by name or by an ID: header) must have valid header values; in a legacy
+    # file the same comment lines were written for humans, so a bad value is a warning, not an error.
+    strict = ident.canonical or "id" in header
 
     def get(name: str, convert, default=None):
         if name not in header:
             return default
         raw, line = header[name]
-        return convert(path, raw, line)
+        try:
+            return convert(path, raw, line)
+        except ParseError as exc:
+            if strict:
+                raise
+            warnings.append(f"line {line}: {exc.reason}; ignored in a legacy file")
+            return default
 
     m = Migration(id=ident.id, name=ident.name, database=DATABASE_BY_KIND[kind], path=path, checksum=checksum,
                   scheme=ident.scheme)
@@ -75,9 +84,12 @@ def parse_script(path: str, text: str, checksum: str, ext: str, database: str | 
 
     m.phases = {p: s for p, s in m.phases.items() if s}
     m.rollback = {p: s for p, s in m.rollback.items() if s}
+    if "database" in header and get("database", fields.database) is None:
+        del header["database"]
     m.database = _database(path, kind, header, database, nodes, warnings, text)
-    if "type" in header:
-        m.type = get("type", fields.migration_type)
+    declared_type = get("type", fields.migration_type)
+    if declared_type is not None:
+        m.type = declared_type
     elif ident.type:
         m.type = ident.type
     elif kind == "sql":

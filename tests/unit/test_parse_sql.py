@@ -227,13 +227,23 @@ def test_legacy_flyway_defaults():
     ("-- Validation:\n-- check:\n", 2, "check", "needs a query"),
 ])
 def test_errors_name_file_line_field(text, line, field, needle):
+    path = "m/20250101_000000_schema_x.sql"
     with pytest.raises(ParseError) as info:
-        parse(text, path="m/001_x.sql")
+        parse(text, path=path)
     err = info.value
-    assert (err.path, err.line, err.field) == ("m/001_x.sql", line, field)
+    assert (err.path, err.line, err.field) == (path, line, field)
     assert needle in err.reason
-    assert str(err).startswith(f"m/001_x.sql:{line}:")
+    assert str(err).startswith(f"{path}:{line}:")
     assert err.hint and err.exit_code == 2
+
+
+def test_legacy_header_values_are_warnings_not_errors():
+    text = "-- Version: 3\n-- Created: Jan 5 2019\n-- Database: oracle\nCREATE TABLE a (id int);\n"
+    m = parse(text, path="db/migrations/V3__a.sql")
+    assert (m.version, m.created, m.database) == ("0.0.0", "", "postgresql")
+    assert [w.split(":")[0] for w in m.metadata["warnings"]] == ["line 1", "line 2", "line 3"]
+    with pytest.raises(ParseError):   # an ID: header makes the file canonical: values must be valid
+        parse("-- ID: a_1\n" + text, path="db/migrations/V3__a.sql")
 
 
 def test_binary_and_non_utf8_are_parse_errors():
