@@ -31,8 +31,8 @@ Steps (``Step.kind == "redis"``, ``Step.content`` one redis-cli command line):
 Transactions: Redis cannot roll a command back, and ``MULTI`` hides a command's effect from
 the next one. A session with ``transactional=True`` therefore runs each step at once after
 saving the keys it will touch (``DUMP``/``PTTL``), and undoes them on rollback; its mirror
-rows are appended at ``commit()``. See :class:`RedisSession`. Each mirror append is one
-atomic Lua script (gap, chain and lock checked inside it).
+rows are appended at ``commit()``, all in one atomic Lua script (gap, chain and lock
+checked inside it before anything is written). See :class:`RedisSession`.
 
 Lock: ``SET mreg:lock:<name> <owner>:<fence> NX PX <lease>`` inside a Lua script that takes
 the fencing token from ``INCR mreg:lock:fence:<name>``; a background thread renews the lease
@@ -81,11 +81,17 @@ class LockLost(DatabaseError):
 
 # ----------------------------------------------------------------------------- Lua
 
-_APPEND_FN = r"""
-local function mreg_append(a, i)
-  local stream, vhash, lockkey, lockval = a[i], a[i+1], a[i+2], a[i+3]
-  local origin, seqtext, prev, latest = a[i+4], a[i+5], a[i+6], a[i+7]
-  local nf = tonumber(a[i+8])
+# ARGV: the number of rows, then per row: stream, version hash, lock key ('' = no check),
+# lock value, origin, seq, prev hash, latest JSON, field count n, then 2n field names/values.
+# Every row is checked first (against the stream's tail, or the batch's previous row), then
+# all are written: a refused row leaves nothing written.
+APPEND_SCRIPT = r"""
+local tails = {}
+local rows = {}
+local i = 2
+for r = 1, tonumber(ARGV[1]) do
+  local stream, lockkey, lockval = ARGV[i], ARGV[i+2], ARGV[i+3]
+  local seqtext, prev, nf = ARGV[i+5], ARGV[i+6], tonumber(ARGV[i+8])
   local seq = tonumber(seqtext)
   if lockkey ~= '' then
     local held = redis.call('GET', lockkey)
@@ -93,34 +99,41 @@ local function mreg_append(a, i)
       return redis.error_reply('MREGLOCK ' .. tostring(held))
     end
   end
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #last == 0 then
-    if seq ~= 0 then
-      return redis.error_reply('MREGCONFLICT -1 the log is empty, the next entry is seq 0')
-    end
-  else
-    local lastseq = tonumber(string.match(last[1][1], '^(%d+)-'))
-    if lastseq ~= seq - 1 then
-      return redis.error_reply('MREGCONFLICT ' .. lastseq .. ' the next entry is seq ' .. (lastseq + 1))
-    end
-    local fl = last[1][2]
-    local lasthash = nil
-    for k = 1, #fl, 2 do
-      if fl[k] == 'leaf_hash' then lasthash = fl[k+1] end
-    end
-    if lasthash ~= prev then
-      return redis.error_reply('MREGCONFLICT ' .. lastseq .. ' the leaf does not chain to the previous leaf')
+  local tail = tails[stream]
+  if tail == nil then
+    tail = {seq = -1, hash = nil}
+    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    if #last > 0 then
+      tail.seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+      local fl = last[1][2]
+      for k = 1, #fl, 2 do
+        if fl[k] == 'leaf_hash' then tail.hash = fl[k+1] end
+      end
     end
   end
+  if seq ~= tail.seq + 1 then
+    return redis.error_reply('MREGCONFLICT ' .. tail.seq .. ' the next entry is seq ' .. (tail.seq + 1))
+  end
+  if tail.seq >= 0 and tail.hash ~= prev then
+    return redis.error_reply('MREGCONFLICT ' .. tail.seq .. ' the leaf does not chain to the previous leaf')
+  end
   local fields = {}
-  for k = 1, 2 * nf do fields[k] = a[i+8+k] end
-  redis.call('XADD', stream, seqtext .. '-1', unpack(fields))
-  redis.call('HSET', vhash, origin, latest)
-  return 'OK'
+  local hash = nil
+  for k = 1, 2 * nf do fields[k] = ARGV[i+8+k] end
+  for k = 1, #fields, 2 do
+    if fields[k] == 'leaf_hash' then hash = fields[k+1] end
+  end
+  tails[stream] = {seq = seq, hash = hash}
+  rows[r] = {stream = stream, vhash = ARGV[i+1], origin = ARGV[i+4], id = seqtext .. '-1',
+             latest = ARGV[i+7], fields = fields}
+  i = i + 9 + 2 * nf
 end
+for _, row in ipairs(rows) do
+  redis.call('XADD', row.stream, row.id, unpack(row.fields))
+  redis.call('HSET', row.vhash, row.origin, row.latest)
+end
+return #rows
 """
-
-APPEND_SCRIPT = _APPEND_FN + "\nreturn mreg_append(ARGV, 1)\n"
 
 CHECKPOINT_SCRIPT = r"""
 local cur = redis.call('HGET', KEYS[1], 'size')
@@ -518,8 +531,18 @@ class RedisAdapter:
 
     def append_mirror(self, row: MirrorRow) -> None:
         """Append one row in its own atomic script (gap, chain and fencing checked by the script)."""
-        args = self.append_args(row)
-        with self._errors(f"mirror append of {row.origin} seq {row.seq}"):
+        self.append_rows([row])
+
+    def append_rows(self, rows: list[MirrorRow]) -> None:
+        """Append rows in ONE atomic script: all are written, or (a row refused) none."""
+        if not rows:
+            return
+        args: list = [str(len(rows))]
+        for row in rows:
+            args += self.append_args(row)
+        first = rows[0]
+        what = f"mirror append of {first.origin} seq {first.seq}" + (f"..{rows[-1].seq}" if len(rows) > 1 else "")
+        with self._errors(what):
             self._scripts["append"](keys=[], args=args)
 
     def mirror_rows(self, origin: str, start: int = 0) -> list[MirrorRow]:
@@ -783,14 +806,13 @@ class RedisSession:
             self._rows.append(row)
 
     def commit(self) -> None:
-        """Append the queued mirror rows (each in its own atomic script) and forget the saved keys."""
+        """Append the queued mirror rows (all in one atomic script) and forget the saved keys."""
         if self.done:
             return
         self.done = True
         rows, self._rows = self._rows, []
         self._saved, self._order, self._irreversible = {}, [], []
-        for row in rows:
-            self.adapter.append_mirror(row)
+        self.adapter.append_rows(rows)
 
     def rollback(self) -> None:
         """Put every saved key back as it was; raise ``IrreversibleStep`` if some step could not be undone."""

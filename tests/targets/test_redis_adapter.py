@@ -348,3 +348,20 @@ def test_unreachable_server_is_a_database_error(tmp_path):
     with pytest.raises(DatabaseError, match="cannot reach Redis") as err:
         a.connect()
     assert err.value.hint
+
+
+def test_rows_of_one_session_commit_together_or_not_at_all(adapter):
+    leaves = make_leaves(3)
+    bad = make_leaves(1, start=2, prev=b"\x09" * 32)[0]  # seq 2 that does not chain
+    with pytest.raises(MirrorConflict, match="does not chain"):
+        with adapter.session(transactional=True) as s:
+            s.append_mirror(mirror_row_from_leaf(leaves[0]))
+            s.append_mirror(mirror_row_from_leaf(leaves[1]))
+            s.append_mirror(mirror_row_from_leaf(bad))
+            s.commit()
+    assert adapter.mirror_rows(ORIGIN) == []  # the good rows were not written either
+    with adapter.session(transactional=True) as s:
+        for leaf in leaves:
+            s.append_mirror(mirror_row_from_leaf(leaf))
+        s.commit()
+    assert [r.leaf for r in adapter.mirror_rows(ORIGIN)] == leaves
