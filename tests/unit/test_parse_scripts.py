@@ -266,3 +266,53 @@ def test_syntax_soup_never_crashes(text):
             assert exc.path == name and exc.hint
         else:
             assert m.checksum == checksum_bytes(text.encode())
+
+
+_PHASE_WORD = {"expand": "EXPAND", "migrate": "MIGRATE", "contract": "CONTRACT"}
+
+
+@st.composite
+def sectioned_files(draw):
+    """A file built from random sections, and where each statement must land (section, line)."""
+    lang = draw(st.sampled_from(["sql", "cypher", "redis"]))
+    prefix = {"sql": "--", "cypher": "//", "redis": "#"}[lang]
+    lines = [f"{prefix} Migration: generated", f"{prefix} Version: 1.0.0", ""]
+    expected: list[tuple[str, str, str, int]] = []
+    phases = [p for p in ("expand", "migrate", "contract") if draw(st.booleans())]
+    rollbacks = [p for p in ("expand", "migrate", "contract") if draw(st.booleans())]
+    counter = 0
+
+    def statements(role, phase):
+        nonlocal counter
+        for _ in range(draw(st.integers(0, 3))):
+            counter += 1
+            if draw(st.booleans()):
+                lines.append(f"{prefix} a comment")
+            text = {"sql": f"CREATE TABLE t{counter} (a int)", "cypher": f"CREATE (:N{counter} {{a: 'x;y'}})",
+                    "redis": f"SET k{counter} \"v {counter}\""}[lang]
+            lines.append(text + ("" if lang == "redis" else ";"))
+            expected.append((role, phase, text, len(lines)))
+            if draw(st.booleans()):
+                lines.append("")
+
+    if not phases:   # statements before any marker are the expand phase
+        statements("phase", "expand")
+    for p in phases:
+        lines.append(f"{prefix} Phase {('expand', 'migrate', 'contract').index(p) + 1}: {_PHASE_WORD[p]} text")
+        statements("phase", p)
+    for p in rollbacks:
+        lines.append(draw(st.sampled_from([f"{prefix} Rollback: {_PHASE_WORD[p]}", f"{prefix} Rollback ({p}): undo"])))
+        statements("rollback", p)
+    return lang, "\n".join(lines) + "\n", expected
+
+
+@given(sectioned_files())
+@settings(max_examples=200, deadline=None)
+def test_statements_land_in_their_section_at_their_line(case):
+    lang, text, expected = case
+    m = parse_migration(f"m/20250101_000000_schema_x.{lang}", text.encode())
+    got = [("phase", p, s.content, s.line) for p in ("expand", "migrate", "contract") for s in m.phases.get(p, [])]
+    got += [("rollback", p, s.content, s.line) for p in ("expand", "migrate", "contract")
+            for s in m.rollback.get(p, [])]
+    key = lambda e: (e[0], ("expand", "migrate", "contract").index(e[1]), e[3])  # noqa: E731
+    assert sorted(got, key=key) == sorted(expected, key=key)
