@@ -77,6 +77,23 @@ def _check(value: object, path: str) -> bool:
 
 def canonical_json(obj: object) -> bytes:
     """The RFC 8785 bytes of ``obj``; refuses floats and integers beyond ±(2**53-1)."""
+    # Fast path: serialise, then parse back with the strict decoder (refuses floats and big
+    # integers) and compare values (catches non-string keys, tuples, NaN). ASCII output means
+    # ASCII keys, where Python's key order equals RFC 8785's.
+    try:
+        text = _dumps(obj)
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and text.isascii():
+        try:
+            if _decoder.decode(text) == obj:
+                return text.encode("ascii")
+        except CanonicalError:
+            pass
+    return _canonical_slow(obj)
+
+
+def _canonical_slow(obj: object) -> bytes:
     if _check(obj, ""):
         try:
             return _dumps(obj).encode("utf-8")
@@ -126,7 +143,14 @@ def loads_canonical(data: bytes, what: str = "JSON") -> object:
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"{what} is not valid JSON: {exc}", hint="the bytes were altered",
                              found=text[:80]) from None
-    canon = canonical_json(value)
+    if data.isascii():  # parsed from ASCII: keys are ASCII, numbers already bounded by the decoder
+        try:
+            canon = _dumps(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CanonicalError(f"{what} holds an unpaired surrogate", found=text[:80],
+                                 hint="the bytes were altered") from None
+    else:
+        canon = canonical_json(value)
     if canon != data:
         raise CanonicalError(f"{what} is not in canonical (RFC 8785) form",
                              hint="canonical bytes are rfc8785.dumps(value); the bytes were "

@@ -28,7 +28,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from ledger.canonical import CanonicalError, canonical_json
+from ledger.canonical import CanonicalError, _check, _dumps, canonical_json
 from ledger.errors import LedgerError
 
 STATEMENT_VERSION = 1
@@ -107,11 +107,78 @@ def _object(value: object, field: str, allowed: tuple[str, ...], required: tuple
     return value
 
 
+_FIELD_SET = frozenset(FIELDS)
+_REQUIRED_SET = frozenset(REQUIRED)
+_TYPE_SET = frozenset(EVENT_TYPES)
+_MIGRATION_SET = frozenset(MIGRATION_FIELDS)
+_MIGRATION_REQUIRED = frozenset(("id", "checksum"))
+_TARGET_SET = frozenset(TARGET_FIELDS)
+
+
+def _strings(values) -> bool:
+    return all(type(v) is str and v for v in values)
+
+
+def _valid_fast(stmt: object) -> bool:
+    """True when ``stmt`` is valid; False means "let the detailed checks explain"."""
+    if type(stmt) is not dict or not stmt.keys() <= _FIELD_SET or not _REQUIRED_SET <= stmt.keys():
+        return False
+    if type(stmt["v"]) is not int or stmt["v"] != STATEMENT_VERSION or stmt["type"] not in _TYPE_SET:
+        return False
+    if not _strings((stmt["ledger"], stmt["event_id"], stmt["actor"], stmt["time"])):
+        return False
+    if not TIME_RE.match(stmt["time"]):
+        return False
+    try:
+        datetime.fromisoformat(stmt["time"])
+    except ValueError:
+        return False
+    mig = stmt.get("migration")
+    if mig is not None and (type(mig) is not dict or not mig.keys() <= _MIGRATION_SET
+                            or not _MIGRATION_REQUIRED <= mig.keys() or not _strings(mig.values())
+                            or not CHECKSUM_RE.match(mig["checksum"])):
+        return False
+    if "migration" in stmt and mig is None:
+        return False
+    if "target" in stmt:
+        tgt = stmt["target"]
+        if type(tgt) is not dict or tgt.keys() != _TARGET_SET or not _strings(tgt.values()):
+            return False
+    if "refs" in stmt and (type(stmt["refs"]) is not list or not _strings(stmt["refs"])):
+        return False
+    if "details" in stmt and type(stmt["details"]) is not dict:
+        return False
+    return True
+
+
+def statement_bytes(stmt: dict) -> bytes:
+    """Validate ``stmt`` and return its RFC 8785 bytes (what a DSSE envelope carries)."""
+    validate_statement(stmt, canonical=False)
+    details = stmt.get("details")
+    try:
+        ascii_keys = _check(details, "details") if details else True
+    except CanonicalError as exc:
+        raise StatementError(f"statement: {exc.message}", hint=exc.hint, **exc.data) from None
+    if ascii_keys:  # every other key is one of the schema's ASCII names
+        try:
+            return _dumps(stmt).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    try:
+        return canonical_json(stmt)
+    except CanonicalError as exc:
+        raise StatementError(f"statement: {exc.message}", hint=exc.hint, **exc.data) from None
+
+
 def validate_statement(stmt: object, *, canonical: bool = True) -> dict:
     """Check ``stmt`` against the schema; return it unchanged or raise ``StatementError``.
 
     ``canonical=False`` skips the canonical-JSON check (for statements just parsed
     from bytes already proven canonical)."""
+    if _valid_fast(stmt):
+        if canonical:
+            statement_bytes(stmt)
+        return stmt
     if not isinstance(stmt, dict):
         raise StatementError("a statement must be a JSON object", found=type(stmt).__name__,
                              hint="see docs/ledger-format.md#statement")

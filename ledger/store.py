@@ -29,13 +29,13 @@ from typing import Iterable
 import sqlite_utils
 
 from ledger.checkpoint import parse_body, parse_checkpoint, sign_checkpoint
-from ledger.dsse import sign_envelope
+from ledger.dsse import sign_payload
 from ledger.errors import LedgerError
 from ledger.log import ZERO_HASH, LeafError, build_leaf, parse_leaf
 from ledger.merkle import EMPTY_ROOT, Frontier, ProofError, consistency_path, inclusion_path, \
     leaf_hash, subtree_root
 from ledger.note import parse as parse_note
-from ledger.statement import StatementError, utc_now, validate_statement
+from ledger.statement import StatementError, statement_bytes, utc_now
 
 TABLES = ("ledger_leaves", "ledger_nodes", "ledger_checkpoints", "ledger_witness_state")
 
@@ -212,27 +212,31 @@ class LedgerStore:
         """Sign ``statement``, build the next leaf of ``origin`` and store it; return the leaf bytes."""
         return self.append_many(origin, [statement], signer)[0]
 
-    def append_many(self, origin: str, statements: Iterable[dict], signer) -> list[bytes]:
-        """Append several statements in one transaction (one fsync)."""
+    def append_many(self, origin: str, statements: Iterable[dict], signer, *, processes: int = 1
+                    ) -> list[bytes]:
+        """Append several statements in one transaction (one fsync).
+
+        Statements are validated, canonicalised and signed before the write lock is
+        taken (an envelope does not depend on its position); with ``processes`` > 1
+        and a large batch, signing runs in that many worker processes.
+        """
         statements = list(statements)
-        for stmt in statements:
-            validate_statement(stmt)
-            if stmt["ledger"] != origin:
-                raise StatementError(f"statement is for ledger {stmt['ledger']!r}, not {origin!r}",
-                                     field="ledger", expected=origin, found=stmt["ledger"],
-                                     hint="build the statement with ledger=<the log's origin>")
+        if processes > 1 and len(statements) >= 2000:
+            signed = _sign_parallel(origin, statements, signer, processes)
+        else:
+            signed = [(stmt, _sign_one(origin, stmt, signer)) for stmt in statements]
         out: list[bytes] = []
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             seq, prev = self.head(origin)
             frontier = self._frontier(origin, seq)
             rows, nodes = [], []
-            for stmt in statements:
-                env = sign_envelope(stmt, signer)
+            keyid = signer.keyid
+            for stmt, env in signed:
                 leaf = build_leaf(seq, prev, env)
                 lh = leaf_hash(leaf)
                 rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
-                             stmt["time"], signer.keyid))
+                             stmt["time"], keyid))
                 for level, idx, h in frontier.append(lh):
                     nodes.append((origin, level, idx, h))
                 out.append(leaf)
@@ -343,6 +347,40 @@ class LedgerStore:
                                  "WHERE origin = ? ORDER BY witness, size", (origin,))
         return [{"witness": w, "size": s, "root": bytes(r), "timestamp": t, "note": n}
                 for w, s, r, t, n in rows]
+
+
+def _sign_one(origin: str, stmt: dict, signer) -> dict:
+    payload = statement_bytes(stmt)
+    if stmt["ledger"] != origin:
+        raise StatementError(f"statement is for ledger {stmt['ledger']!r}, not {origin!r}",
+                             field="ledger", expected=origin, found=stmt["ledger"],
+                             hint="build the statement with ledger=<the log's origin>")
+    return sign_payload(payload, signer)
+
+
+_worker: dict = {}
+
+
+def _init_worker(seed: bytes, comment: str) -> None:
+    from ledger.keys import Signer
+
+    _worker["signer"] = Signer.from_seed(seed, comment)
+
+
+def _sign_chunk(args: tuple[str, list[dict]]) -> list[dict]:
+    origin, chunk = args
+    return [_sign_one(origin, stmt, _worker["signer"]) for stmt in chunk]
+
+
+def _sign_parallel(origin: str, statements: list[dict], signer, processes: int) -> list[tuple[dict, dict]]:
+    import multiprocessing
+
+    size = -(-len(statements) // (processes * 4))
+    chunks = [(origin, statements[i:i + size]) for i in range(0, len(statements), size)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(processes, initializer=_init_worker, initargs=(signer.seed, signer.comment)) as pool:
+        envelopes = [env for part in pool.map(_sign_chunk, chunks) for env in part]
+    return list(zip(statements, envelopes))
 
 
 __all__ = ["LedgerStore", "StoreError", "ForkError", "LeafError"]

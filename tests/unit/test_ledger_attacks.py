@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 
 import pytest
 
-from ledger.canonical import canonical_json
 from ledger.checkpoint import sign_checkpoint
 from ledger.dsse import sign_envelope, sign_payload
 from ledger.keys import Signer, Trust, parse_allowed_signers, parse_revoked_signers
