@@ -287,3 +287,54 @@ def test_knex_raw_queries_are_extracted():
            "exports.down = async (knex) => { await knex.raw('DROP TABLE t'); };\n"
     m = parse_migration("packages/db/knex/20231120143000_t.js", text.encode())
     assert m.database == "postgresql" and [s.content for s in m.phases["expand"]] == ["CREATE TABLE t (id int)"]
+
+
+# -- differential: one object written as TypeScript, JavaScript and Python parses the same ----------
+
+import json  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=15)
+
+
+@st.composite
+def migration_objects(draw):
+    n = draw(st.integers(1, 4))
+    steps = []
+    for i in range(n):
+        lit = draw(_text).replace("'", "''")
+        steps.append({"id": f"s{i}", "type": "sql", "content": f"SELECT '{lit}' AS v{i}",
+                      "retryable": draw(st.booleans())})
+    return {
+        "id": draw(st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)),
+        "name": draw(_text),
+        "version": f"{draw(st.integers(0, 99))}.{draw(st.integers(0, 99))}.{draw(st.integers(0, 99))}",
+        "dependencies": draw(st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), max_size=3)),
+        "phases": {"expand": steps},
+        "validation": [{"name": "v", "check": "sql:SELECT 1", "expectedResult": draw(
+            st.one_of(st.none(), st.integers(-1000, 1000), _text, st.dictionaries(_text, st.integers(0, 9),
+                                                                                   max_size=2)))}],
+        "metadata": {"author": draw(_text), "breakingChange": draw(st.booleans())},
+        "settings": {"batchSize": draw(st.integers(1, 10**6))},
+    }
+
+
+@given(migration_objects())
+@settings(max_examples=60, deadline=None)
+def test_same_object_in_ts_js_py_parses_the_same(obj):
+    literal = json.dumps(obj, ensure_ascii=False)
+    sources = {
+        "a/x.ts": f"export const migration: Migration = {literal};\n",
+        "a/x.js": f"module.exports = {literal};\n",
+        "a/x.py": f"migration = {obj!r}\n",
+    }
+    parsed = {p: parse_migration(p, s.encode()) for p, s in sources.items()}
+    for m in parsed.values():
+        assert (m.id, m.version, m.dependencies, m.author) == (obj["id"], obj["version"], obj["dependencies"],
+                                                              obj["metadata"]["author"])
+        assert [s.content for s in m.phases["expand"]] == [s["content"] for s in obj["phases"]["expand"]]
+        assert [s.retryable for s in m.phases["expand"]] == [s["retryable"] for s in obj["phases"]["expand"]]
+        assert m.validation[0].expected == obj["validation"][0]["expectedResult"]
+        assert m.settings.batch_size == obj["settings"]["batchSize"]
+        assert m.breaking is obj["metadata"]["breakingChange"]
