@@ -69,7 +69,7 @@ class Project:
         from ledger.log import parse_leaf
         from ledger.store import LedgerStore
 
-        with LedgerStore(self.root / "catalog.db") as store:
+        with LedgerStore(self.env["MREG_CATALOG"]) as store:
             return [parse_leaf(leaf).statement for leaf in store.leaves(f"t/{target}")]
 
 
