@@ -132,7 +132,8 @@ def read_script(path: str, text: str, kind: str) -> Script:
     for lineno, line in enumerate(text.split("\n"), start=1):
         stripped = line.strip()
         body = stripped[len(prefix):].strip() if stripped.startswith(prefix) else None
-        marker = _marker(body, path, lineno) if body is not None else None
+        # markers may be decorated: `-- ===== Phase 1: EXPAND =====`, `--- Rollback:`
+        marker = _marker(body.lstrip("-=*#/ "), path, lineno) if body is not None else None
         if marker is not None:
             in_header = False
             has_markers = True

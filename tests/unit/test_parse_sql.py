@@ -294,3 +294,11 @@ def test_validation_options_and_bare_statements():
         ("ready", "pre", "sql:SELECT 1", [1]),
         ("validation_2", "post", "sql:SELECT count(*) FROM users", None)]
     assert [s.content for s in m.phases["expand"]] == ["SELECT 1"]
+
+
+def test_decorated_markers():
+    text = "-- ===== Phase 1: EXPAND =====\nSELECT 1;\n--- Phase 3: CONTRACT\nSELECT 3;\n-- ** Rollback: **\nSELECT 4;\n"
+    m = parse(text, path="x/001_a.sql")
+    assert [s.content for s in m.phases["expand"]] == ["SELECT 1"]
+    assert [s.content for s in m.phases["contract"]] == ["SELECT 3"]
+    assert [s.content for s in m.rollback["expand"]] == ["SELECT 4"]
