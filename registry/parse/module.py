@@ -342,7 +342,8 @@ def _code_migration(path: str, checksum: str, database: str | None, ev: _Evaluat
         database = "neo4j"
     if not up:
         ident = identify(path)
-        m = Migration(id=ident.id, name=ident.name, path=path, checksum=checksum, scheme=ident.scheme,
+        m = Migration(id=ident.id, name=ident.name, path=path, checksum=checksum,
+                      scheme=ident.scheme if ident.scheme != "script" else "module",
                       database=fields.database(path, database, None, "database") if database else "postgresql",
                       type=ident.type or "schema", created=ident.created)
         m.metadata = {"opaque": True, "source": "module", "warnings": [
