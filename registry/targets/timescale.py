@@ -70,6 +70,7 @@ class TimescaleAdapter(PostgresAdapter):
         self.single_connection: bool | None = None if forced is None else bool(forced)
         self.lease_s = float(target.options.get("lock_lease_s", 60))
         self._token = secrets.token_hex(8)
+        self.recovered_from: str | None = None  # owner of a dead client's lock row we took over
 
     @property
     def shared_lock_connection(self) -> bool:  # type: ignore[override]
