@@ -126,9 +126,14 @@ def commit_records(cfg, rev: str = "HEAD") -> tuple[list[dict], list[dict]]:
     sha, author, when = _git(root, "log", "-1", "--format=%H%x00%an <%ae>%x00%at", rev).strip().split("\0")
     date = datetime.fromtimestamp(int(when), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     changed = _changes(root, ["diff-tree", "--root", "--no-commit-id", "-r", "-M", "--name-status", rev])
+    wanted = [p for st, p in changed if st != "D"]
     conn = catalog.connect(Path(cfg.catalog.value))
     try:
-        rows = {r[1]: (r[0], r[2]) for r in conn.execute("SELECT id, path, record FROM migrations")}
+        rows = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            rows.update({r[1]: (r[0], r[2]) for r in conn.execute(
+                f"SELECT id, path, record FROM migrations WHERE path IN ({','.join('?' * len(chunk))})", chunk)})
         taken = {r[0] for r in conn.execute("SELECT id FROM migrations")}
     except sqlite3.Error:
         rows, taken = {}, set()
@@ -185,7 +190,8 @@ def post_commit(cfg, rev: str = "HEAD"):
     if not records:
         return None
     contents = [(r["checksum"], r["content"]) for r in records if r.get("content")]
-    return register_records(cfg, records, contents=contents)
+    # Findings are recomputed by the next `mreg scan` (keeps the hook fast).
+    return register_records(cfg, records, contents=contents, findings=False)
 
 
 # -- install --------------------------------------------------------------------------

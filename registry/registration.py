@@ -56,8 +56,13 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
 
     done = Registered()
     out = []
-    known = {r[0]: (r[1], json.loads(r[2])) for r in
-             conn.execute("SELECT id, registered_checksum, record FROM migrations")}
+    ids = [m["id"] for m in migrations]
+    known = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        known.update({r[0]: (r[1], json.loads(r[2])) for r in conn.execute(
+            f"SELECT id, registered_checksum, record FROM migrations WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk)})
     for m in migrations:
         if not m.get("first_commit") or not m.get("checksum"):
             done.skipped.append(m["id"])
@@ -85,8 +90,12 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
 
 
 def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | None = None,
-                     contents: list[tuple[str, str]] | None = None, actor: str | None = None) -> Registered:
-    """Register ``migrations`` (scan records) in the registry log and project them into the catalog."""
+                     contents: list[tuple[str, str]] | None = None, actor: str | None = None,
+                     findings: bool = True) -> Registered:
+    """Register ``migrations`` (scan records) in the registry log and project them into the catalog.
+
+    ``findings=False`` leaves the findings table for the next scan (the post-commit hook).
+    """
     from ledger.log import parse_leaf
     from ledger.store import LedgerStore
 
@@ -112,7 +121,8 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
         with conn:
             if contents:
                 catalog.store_contents(conn, contents)
-            catalog.refresh_findings(conn, parse_errors)
+            if findings:
+                catalog.refresh_findings(conn, parse_errors)
     finally:
         conn.close()
     return done
@@ -137,11 +147,34 @@ def scan_and_register(cfg, *, path: Path | None = None, rev: str | None = None, 
         else:
             yield item
     parse_errors = [f for f in result.findings if f["kind"] == "parse_error"]
-    contents = [(m["checksum"], m["content"]) for m in result.migrations if m.get("checksum") and m.get("content")]
-    done = register_records(cfg, result.migrations, parse_errors=parse_errors, contents=contents)
+    # Only migrations whose lineage changed in this scan can need a statement (and a content row);
+    # the others were compared when they last changed. A full scan compares everything.
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        known = {r[0] for r in conn.execute("SELECT id FROM migrations")}
+    finally:
+        conn.close()
+    todo = [m for m in result.migrations if result.changed is None or m["id"] in result.changed
+            or m["id"] not in known or not m.get("first_commit")]
+    contents = [(m["checksum"], m["content"]) for m in todo if m.get("checksum") and m.get("content")]
+    quiet = result.new_commits == 0 and not todo and _same_errors(cfg, parse_errors)
+    done = register_records(cfg, todo, parse_errors=parse_errors, contents=contents, findings=not quiet)
+    done.unchanged += len(result.migrations) - len(todo)
     if contents:
         catalog.enable_search(Path(cfg.catalog.value))
     yield result, done
+
+
+def _same_errors(cfg, parse_errors: list[dict]) -> bool:
+    """Whether the stored parse errors equal ``parse_errors`` (then findings need no refresh)."""
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        stored = [(k, json.loads(p), m) for k, p, m in
+                  conn.execute("SELECT kind, paths, message FROM scan_findings ORDER BY n")]
+        has_findings = conn.execute("SELECT count(*) FROM migrations").fetchone()[0] > 0
+    finally:
+        conn.close()
+    return has_findings and stored == [(f["kind"], f["paths"], f["message"]) for f in parse_errors]
 
 
 def list_migrations(cfg, *, database: str | None = None, status: str | None = None) -> list[dict]:

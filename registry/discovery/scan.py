@@ -38,6 +38,7 @@ class ScanResult:
     findings: list[dict]
     new_commits: int = 0
     refs: dict[str, str] = field(default_factory=dict)
+    changed: set[str] | None = None  # ids whose lineage changed in this scan (None: unknown, treat all)
     objects_read: int = 0
     seconds: float = 0.0
 
@@ -75,6 +76,7 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                     if i % PROGRESS_EVERY == 0 or i == new - 1:
                         yield Progress("commits", i + 1, new, c.sha[:12])
                 reads = objects.reads
+                dirty = set(state.dirty_lineages)
                 extra, errors = ([], [])
                 if worktree:
                     extra, errors = scan_worktree(root, scope, state, git=True)
@@ -83,10 +85,15 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
             finally:
                 objects.close()
         else:
+            dirty = None
             extra, errors = scan_worktree(root, scope, state, git=False)
             migrations, parse_errors = build(state, extra, None)
         found = findings_mod.compute(migrations, parse_errors + errors, accepted)
-        yield ScanResult(migrations, found, new, heads, reads, time.perf_counter() - started)
+        changed = None
+        if dirty is not None and not full:
+            changed = {m["id"] for m in migrations if dirty & set(m["lineages"])}
+        yield ScanResult(migrations, found, new_commits=new, refs=heads, objects_read=reads,
+                         seconds=time.perf_counter() - started, changed=changed)
     finally:
         conn.close()
 

@@ -227,3 +227,11 @@ def test_configured_paths_limit_discovery(seed_project, paths):
     else:
         assert all(p.startswith("server/") for p in found)
         assert "server/db/migrations/neo4j/relationships.cypher" in found
+
+
+def test_a_scan_without_a_key_registers_on_the_next_scan(seed_project, monkeypatch, tmp_path):
+    monkeypatch.setenv("MREG_KEY", str(tmp_path / "missing" / "id_ed25519"))
+    assert run(["scan"]) != 0  # the signing key is missing: a clear error
+    monkeypatch.setenv("MREG_KEY", str(seed_project.key))
+    result, done = scan()
+    assert result.new_commits == 0 and len(done.registered) == len(result.migrations)

@@ -1,0 +1,118 @@
+"""Registry benchmark: scan a 20,000-commit repository against `git log --name-status`.
+
+    .venv/bin/python bench/registry/run.py [--commits 20000] [--files 2000] [--out bench/results/registry.json]
+
+Builds the repository with `git fast-import` (bench/registry/build.py), then times in the
+same run: `git log --name-status` (the peer), a first full `mreg scan`, a re-scan after 100
+new commits, and the post-commit registration of one new migration (interpreter start-up
+included). Goals (issue 4): first scan within 5x git log; re-scan proportional to the new
+commits; hook under 0.3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import build  # noqa: E402
+
+
+def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    elapsed = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr[-2000:]}")
+    return elapsed, out.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--commits", type=int, default=20_000)
+    ap.add_argument("--files", type=int, default=2_000)
+    ap.add_argument("--new", type=int, default=100)
+    ap.add_argument("--hook-runs", type=int, default=7)
+    ap.add_argument("--out", default=str(HERE.parents[1] / "bench" / "results" / "registry.json"))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mreg-bench-registry-"))
+    repo = work / "repo"
+    t0 = time.perf_counter()
+    build.build(repo, args.commits, args.files)
+    build_s = time.perf_counter() - t0
+
+    key = work / "key" / "id_ed25519"
+    key.parent.mkdir()
+    subprocess.run([sys.executable, "-c", "import sys\nfrom ledger.keys import Signer\n"
+                    "Signer.generate(comment='bench').save(sys.argv[1])", str(key)], check=True)
+    env = {**os.environ, "MREG_ROOT": str(repo), "MREG_CATALOG": str(work / "catalog.db"), "MREG_KEY": str(key),
+           "MREG_PROJECT": "bench", "HOME": str(work)}
+    mreg = [sys.executable, "-m", "registry.cli.main"]
+
+    git_log = min(timed(["git", "-C", str(repo), "log", "--name-status"])[0] for _ in range(3))
+    git_log_migr = min(timed(["git", "-C", str(repo), "log", "--name-status", "--", "*migrations*"])[0]
+                       for _ in range(3))
+
+    first_s, first_out = timed(mreg + ["scan", "--json"], env)
+    first = json.loads(first_out)
+
+    build.extend(repo, args.new, args.files, start=args.commits)
+    rescan_s, rescan_out = timed(mreg + ["scan", "--json"], env)
+    noop_s, _ = timed(mreg + ["scan", "--json"], env)
+
+    hook_times = []
+    for i in range(args.hook_runs):
+        rel = f"migrations/29990101_{i:06d}_schema_bench_hook_{i}.sql"
+        (repo / "migrations").mkdir(exist_ok=True)
+        (repo / rel).write_text(f"-- Migration: bench hook {i}\n-- Version: 1.0.{i}\n-- Database: postgresql\n"
+                                f"CREATE TABLE bench_hook_{i} (id bigint PRIMARY KEY);\n")
+        subprocess.run(["git", "-C", str(repo), "add", rel], check=True)
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=Bench", "-c", "user.email=b@example.com",
+                        "commit", "-q", "--no-verify", "-m", f"hook {i}"], check=True)
+        t, _ = timed([sys.executable, "-m", "registry.hooks", "post-commit"], env)
+        hook_times.append(t)
+    listed = json.loads(timed(mreg + ["list", "--json"], env)[1])
+    hooked = sum(1 for m in listed if "bench_hook_" in m["path"])
+
+    result = {
+        "benchmark": "registry",
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count()},
+        "repository": {"commits": args.commits, "migration_files": args.files, "folders": len(build.FOLDERS),
+                       "build_seconds": round(build_s, 2)},
+        "peer": {"git_log_name_status_seconds": round(git_log, 3),
+                 "git_log_name_status_migration_paths_seconds": round(git_log_migr, 3)},
+        "mreg": {
+            "first_scan_seconds": round(first_s, 2),
+            "first_scan_migrations": first["migrations"],
+            "first_scan_over_git_log": round(first_s / git_log, 1),
+            "rescan_new_commits": args.new,
+            "rescan_seconds": round(rescan_s, 3),
+            "noop_rescan_seconds": round(noop_s, 3),
+            "post_commit_hook_seconds": {"median": round(statistics.median(hook_times), 3),
+                                         "min": round(min(hook_times), 3), "max": round(max(hook_times), 3),
+                                         "runs": len(hook_times)},
+            "hook_registered": hooked,
+        },
+        "goals": {"first_scan_within_5x_git_log": first_s <= 5 * git_log,
+                  "hook_under_0_3_s": statistics.median(hook_times) < 0.3},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
