@@ -7,7 +7,7 @@ Layout (docs/audit.md)::
     revoked_signers                    copy of .mreg/revoked_signers (may be empty)
     policy                             the policy in force (written out even when defaulted)
     logs/<origin, percent-encoded>/leaves                one leaf per line, exact bytes
-    logs/<…>/checkpoints/<size>-<n>.checkpoint          every stored checkpoint
+    logs/<…>/checkpoints/<size>-<k>.checkpoint          every stored checkpoint (k-th of that size)
     logs/<…>/proofs/consistency-<a>-<b>.txt             between successive checkpoint sizes
     logs/<…>/proofs/inclusion-<last seq>.tlog-proof     the last leaf in the latest checkpoint
 
@@ -72,10 +72,11 @@ def export_bundle(store, out: Path, *, allowed_signers: str, revoked_signers: st
             for leaf in leaves:
                 fh.write(leaf + b"\n")
         notes = store.checkpoints(origin)
-        names, by_size = [], {}
-        for n, note_text in enumerate(notes):
+        names, by_size, count = [], {}, {}
+        for note_text in notes:
             cp = parse_checkpoint(note_text)
-            name = f"{cp.size}-{n}.checkpoint"
+            name = f"{cp.size}-{count.get(cp.size, 0)}.checkpoint"
+            count[cp.size] = count.get(cp.size, 0) + 1
             (folder / "checkpoints" / name).write_text(note_text, encoding="utf-8")
             names.append(name)
             by_size.setdefault(cp.size, note_text)

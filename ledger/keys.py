@@ -149,10 +149,14 @@ class Signer:
             key = serialization.load_ssh_private_key(data, passphrase)
         except TypeError as exc:
             text = str(exc)
-            hint = ("set MREG_KEY_PASSPHRASE or pass the passphrase" if "encrypted" in text
-                    else "this key is not encrypted; pass no passphrase")
+            protected = "encrypted" in text or "password-protected" in text
+            hint = ("set MREG_KEY_PASSPHRASE to the key's passphrase" if protected
+                    else "this key is not encrypted; unset MREG_KEY_PASSPHRASE")
             raise KeyFileError(f"{path}: {text}", path=str(path), hint=hint) from None
         except (ValueError, UnsupportedAlgorithm) as exc:
+            if passphrase and "checksum" in str(exc):
+                raise KeyFileError(f"{path}: wrong passphrase", path=str(path),
+                                   hint="check MREG_KEY_PASSPHRASE") from None
             raise KeyFileError(f"{path}: not an OpenSSH private key ({exc})", path=str(path),
                                hint="use an ed25519 key made by `ssh-keygen -t ed25519` or "
                                     "`mreg keys generate`") from None
