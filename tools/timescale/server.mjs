@@ -8,7 +8,8 @@
 // client that gives up is dropped from the queue without harming the server, and a
 // client idle for --idle-timeout ms (default 15000) while others wait is disconnected.
 // When a client disconnects, its session is reset (ROLLBACK; DISCARD ALL) so the next
-// client starts clean: no open transaction, no prepared statements, no advisory locks.
+// client starts clean: no open transaction, no prepared statements, no advisory locks,
+// settings back to their defaults.
 //
 // Prints "mreg-timescale ready host=... port=... version=..." on standard output once
 // it accepts connections; stops cleanly on SIGTERM/SIGINT (the data directory is synced).
@@ -63,7 +64,9 @@ async function resetSession() {
     log(`reset: ${err.message}`)
   }
   try {
-    await db.exec('DISCARD ALL')
+    // DISCARD ALL resets settings to PGlite's start-up values, whose search_path is
+    // pg_catalog alone; put back PostgreSQL's usual default.
+    await db.exec('DISCARD ALL; SET search_path TO "$user", public')
   } catch (err) {
     log(`reset: ${err.message}`)
   }

@@ -1,0 +1,124 @@
+"""A real round trip on each of the four servers, through the session fixtures of tests/conftest.py."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+
+def test_postgres_ddl_in_a_transaction_rolls_back(pg_dsn):
+    with psycopg.connect(pg_dsn) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("CREATE TABLE smoke_t (id integer PRIMARY KEY, note text NOT NULL)")
+            conn.execute("INSERT INTO smoke_t VALUES (1, 'inside')")
+            assert conn.execute("SELECT note FROM smoke_t").fetchone() == ("inside",)
+        assert conn.execute("SELECT to_regclass('smoke_t')").fetchone() == (None,)
+        assert conn.execute("SHOW server_version").fetchone()[0].startswith("16")
+
+
+def test_postgres_databases_are_per_test(pg_dsn, pg_server):
+    other = pg_server.new_database()
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE only_here (x int)")
+        with psycopg.connect(other) as conn:
+            assert conn.execute("SELECT to_regclass('only_here')").fetchone() == (None,)
+    finally:
+        pg_server.drop_database(other)
+
+
+def test_timescale_hypertable_gets_a_chunk(timescale_dsn):
+    with psycopg.connect(timescale_dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        assert version is not None and version[0].startswith("2.")
+        conn.execute("CREATE TABLE traces (time timestamptz NOT NULL, span text, ms integer)")
+        created = conn.execute("SELECT * FROM create_hypertable('traces', 'time')").fetchone()
+        assert created[-1] is True
+        assert conn.execute("SELECT count(*) FROM show_chunks('traces')").fetchone() == (0,)
+        conn.execute("INSERT INTO traces VALUES ('2026-01-01T00:00:00Z', 'a', 3), ('2026-01-01T00:00:01Z', 'b', 4)")
+        assert conn.execute("SELECT count(*) FROM show_chunks('traces')").fetchone() == (1,)
+        assert conn.execute("SELECT sum(ms) FROM traces").fetchone() == (7,)
+
+
+def test_timescale_is_wiped_between_tests(timescale_dsn):
+    # the previous test's hypertable must be gone; run twice in any order, each sees a clean place
+    with psycopg.connect(timescale_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('traces')").fetchone() == (None,)
+        count = conn.execute("SELECT count(*) FROM timescaledb_information.hypertables").fetchone()[0]
+        assert count == 0
+        conn.execute("CREATE SCHEMA tenant_a")
+        conn.execute("CREATE TABLE tenant_a.t (x int)")
+        conn.execute("CREATE TABLE traces (x int)")
+
+
+def test_timescale_wipe_removes_schemas_tables_roles(timescale_server):
+    with timescale_server.connect() as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS left_over")
+        conn.execute("CREATE TABLE IF NOT EXISTS left_over.t (x int)")
+        conn.execute("CREATE TYPE mood AS ENUM ('ok')")
+        conn.execute("CREATE FUNCTION f_left() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        conn.execute("CREATE ROLE smoke_role")
+    timescale_server.wipe()
+    with timescale_server.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'left_over'").fetchone() == (0,)
+        assert conn.execute("SELECT to_regtype('mood')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'f_left'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'smoke_role'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone() == (1,)
+
+
+def test_neo4j_constraint_then_write_and_read(neo4j_uri):
+    import neo4j
+
+    with neo4j.GraphDatabase.driver(neo4j_uri, auth=None) as driver:
+        driver.execute_query(
+            "CREATE CONSTRAINT smoke_user_id IF NOT EXISTS FOR (u:SmokeUser) REQUIRE u.id IS UNIQUE")
+        driver.execute_query(  # the same again: IF NOT EXISTS makes it a no-op
+            "CREATE CONSTRAINT smoke_user_id IF NOT EXISTS FOR (u:SmokeUser) REQUIRE u.id IS UNIQUE")
+        driver.execute_query("CREATE (:SmokeUser {id: $id, email: $email})", id=1, email="a@example.com")
+        records, _, _ = driver.execute_query("MATCH (u:SmokeUser {id: 1}) RETURN u.email AS email")
+        assert [r["email"] for r in records] == ["a@example.com"]
+        with pytest.raises(neo4j.exceptions.ConstraintError):
+            driver.execute_query("CREATE (:SmokeUser {id: 1})")
+        names = [r["name"] for r in driver.execute_query("SHOW CONSTRAINTS YIELD name").records]
+        assert names == ["smoke_user_id"]
+
+
+def test_neo4j_is_emptied_between_tests(neo4j_uri):
+    import neo4j
+
+    with neo4j.GraphDatabase.driver(neo4j_uri, auth=None) as driver:
+        assert driver.execute_query("MATCH (n) RETURN count(n) AS n").records[0]["n"] == 0
+        assert driver.execute_query("SHOW CONSTRAINTS YIELD name").records == []
+        driver.execute_query("CREATE CONSTRAINT smoke_user_id IF NOT EXISTS FOR (u:SmokeUser) REQUIRE u.id IS UNIQUE")
+        driver.execute_query("CREATE (:SmokeUser {id: 2})")
+
+
+def test_redis_xadd_explicit_ids_refuse_a_smaller_one(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.dbsize() == 0
+        assert client.xadd("mreg:smoke", {"seq": "0"}, id="0-1") == b"0-1"
+        assert client.xadd("mreg:smoke", {"seq": "1"}, id="1-0") == b"1-0"
+        with pytest.raises(redis.exceptions.ResponseError, match="equal or smaller"):
+            client.xadd("mreg:smoke", {"seq": "0"}, id="0-5")
+        with pytest.raises(redis.exceptions.ResponseError, match="equal or smaller"):
+            client.xadd("mreg:smoke", {"seq": "1"}, id="1-0")
+        assert [entry_id for entry_id, _ in client.xrange("mreg:smoke")] == [b"0-1", b"1-0"]
+    finally:
+        client.close()
+
+
+def test_redis_indexes_are_fresh_per_test(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.dbsize() == 0
+        assert int(redis_url.rsplit("/", 1)[1]) >= 1
+        client.set("left", "behind")
+    finally:
+        client.close()
