@@ -76,7 +76,8 @@ LOCK_SCHEMA = "CREATE CONSTRAINT mreg_lock_name IF NOT EXISTS FOR (l:MregLock) R
 
 APPEND_CHECK = """
 OPTIONAL MATCH (v:SchemaVersion {origin: $origin})
-WITH max(v.seq) AS last
+WITH v ORDER BY v.seq DESC LIMIT 1
+WITH v.seq AS last
 OPTIONAL MATCH (p:SchemaVersion {uid: $prev_uid})
 OPTIONAL MATCH (l:MregLock {name: $lock_name})
 RETURN last, p.leaf_hash AS prev_hash, l.token AS lock_token, l.expires > datetime() AS lock_live
@@ -270,7 +271,8 @@ class Neo4jAdapter:
         uri, auth = split_url(self.url)
         try:
             driver = neo4j.GraphDatabase.driver(uri, auth=auth, connection_timeout=float(
-                self.options.get("connect_timeout", 5)), max_transaction_retry_time=5.0)
+                self.options.get("connect_timeout", 5)), max_transaction_retry_time=5.0,
+                notifications_min_severity="OFF")  # the library never prints; `mreg lint` reports syntax
             driver.verify_connectivity()
         except (neo4j.exceptions.DriverError, neo4j.exceptions.Neo4jError, OSError) as exc:
             raise Neo4jUnavailable(
