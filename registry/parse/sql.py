@@ -109,10 +109,11 @@ def autocommit_reason(node: Any) -> str | None:
         names = [_name(n) for n in node.funccall.funcname]
         if names and names[-1] == "refresh_continuous_aggregate":
             return "CALL refresh_continuous_aggregate"
-    if kind == "CreateTableAsStmt" and node.into is not None:
+    if kind == "CreateTableAsStmt" and node.into is not None and not node.into.skipData:
+        # a continuous aggregate materialised at creation (WITH DATA, the default); WITH NO DATA may run in one
         for opt in node.into.options or ():
             if getattr(opt, "defnamespace", None) == "timescaledb" and opt.defname in ("continuous",):
-                return "CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous)"
+                return "CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) ... WITH DATA"
     if kind == "AlterTableStmt":
         for cmd in node.cmds or ():
             part = getattr(cmd, "def_", None)

@@ -302,3 +302,9 @@ def test_decorated_markers():
     assert [s.content for s in m.phases["expand"]] == ["SELECT 1"]
     assert [s.content for s in m.phases["contract"]] == ["SELECT 3"]
     assert [s.content for s in m.rollback["expand"]] == ["SELECT 4"]
+
+
+def test_continuous_aggregate_with_data_refuses_a_transaction():
+    cagg = "CREATE MATERIALIZED VIEW v WITH (timescaledb.continuous) AS SELECT time_bucket('1h', t) b FROM x GROUP BY b"
+    steps = parse(f"{cagg};\n{cagg} WITH NO DATA;\n{cagg} WITH DATA;\n", path="x/001_a.sql").phases["expand"]
+    assert [s.transactional for s in steps] == [False, True, False]
