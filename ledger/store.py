@@ -307,6 +307,7 @@ class LedgerStore:
         try:
             size, _ = self.head(origin)
             root = self._frontier(origin, size).root()
+            self._check_extends_last_checkpoint(origin, size)
             text = sign_checkpoint(origin, size, root, signer)
             self.conn.execute("INSERT OR IGNORE INTO ledger_checkpoints (origin, size, root, note, created) "
                               "VALUES (?, ?, ?, ?, ?)", (origin, size, root, text, utc_now()))
@@ -315,6 +316,23 @@ class LedgerStore:
             self.conn.execute("ROLLBACK")
             raise
         return text
+
+    def _check_extends_last_checkpoint(self, origin: str, size: int) -> None:
+        """Refuse to sign a tree that does not extend the largest stored checkpoint."""
+        row = self.conn.execute("SELECT size, root FROM ledger_checkpoints WHERE origin = ? "
+                                "ORDER BY size DESC, id DESC LIMIT 1", (origin,)).fetchone()
+        if row is None:
+            return
+        last, last_root = row[0], bytes(row[1])
+        if last > size:
+            raise StoreError(f"{origin} has {size} leaves but a checkpoint of size {last} exists",
+                             log=origin, seq=size, field="size", expected=f">= {last}", found=size,
+                             hint="the log was truncated; restore it from a mirror or bundle "
+                                  "(`mreg verify` names what is missing)")
+        if last and subtree_root(0, last, self._get(origin)) != last_root:
+            raise ForkError(f"{origin}: the first {last} leaves no longer match the checkpoint of size {last}",
+                            log=origin, seq=last - 1, field="root", expected=last_root.hex(),
+                            hint="the log was rewritten; run `mreg verify` before signing anything")
 
     def add_checkpoint(self, note_text: str) -> None:
         """Store a checkpoint received from elsewhere (a mirror, a witness); signatures unchecked."""

@@ -123,3 +123,24 @@ def test_export_and_audit_bundle(store, tmp_path):
     assert ("reordered", 7) in kinds and ("rewritten", 19) in kinds
     assert not report.ok
     assert parse_checkpoint(store.latest_checkpoint(O)).size == 25
+
+
+def test_checkpoint_refuses_a_shorter_or_rewritten_log(store):
+    from ledger.checkpoint import sign_checkpoint
+    from ledger.store import StoreError
+
+    store.append_many(O, stmts(4), A)
+    store.checkpoint(O, A)
+    store.add_checkpoint(sign_checkpoint(O, 6, bytes(32), A))  # claims more leaves than we hold
+    with pytest.raises(StoreError, match="checkpoint of size 6 exists"):
+        store.checkpoint(O, A)
+
+
+def test_checkpoint_refuses_to_sign_over_a_rewritten_prefix(store):
+    from ledger.checkpoint import sign_checkpoint
+    from ledger.store import ForkError
+
+    store.append_many(O, stmts(4), A)
+    store.add_checkpoint(sign_checkpoint(O, 3, bytes(32), A))  # a checkpoint of another history
+    with pytest.raises(ForkError, match="no longer match"):
+        store.checkpoint(O, A)
