@@ -86,13 +86,15 @@ def _script(path: str, data: bytes, text: str, naming: rules.Naming, checksum: s
         "declared_id": header.get("id"), "version": header.get("version"),
         "dependencies": _deps(header.get("dependencies")), "description": header.get("migration") or "",
         "author": header.get("author") or "", "breaking": (header.get("breaking") or "").lower() == "true",
-        "type": _named_type(path) or infer_type(text, naming.kind),
+        "type": _named_type(path),
         "name": header.get("migration") or naming.description,
         "content": text[:CONTENT_CAP],
     }
-    problem = _parse_check(path, data, database) if check else None
+    parsed, problem = _parse_check(path, data, database) if check else (None, None)
     if problem is not None:
         out["error"] = problem
+    if out["type"] is None:
+        out["type"] = infer_type(text, naming.kind, migration=parsed)
     return out
 
 
@@ -106,22 +108,19 @@ def _named_type(path: str) -> str | None:
     return None
 
 
-def _parse_check(path: str, data: bytes, database: str) -> dict | None:
-    """Run the migration parser (registry.parse) and return its complaint, if any."""
+def _parse_check(path: str, data: bytes, database: str):
+    """Run the migration parser (registry.parse): ``(Migration, None)`` or ``(None, complaint)``."""
+    from registry.parse import ParseError, parse_migration
+
     try:
-        from registry.parse import ParseError, parse_migration
-    except ImportError:  # the parser package is not installed in this tree yet
-        return None
-    try:
-        parse_migration(path, data, database=database)
+        return parse_migration(path, data, database=database), None
     except ParseError as exc:
         line = int(exc.data.get("line") or 0) if isinstance(exc.data, dict) else 0
         message = exc.message
         for prefix in (f"{path}:{line}: ", f"{path}: "):
             if message.startswith(prefix):
                 message = message[len(prefix):]
-        return {"message": message, "line": line}
-    return None
+        return None, {"message": message, "line": line}
 
 
 def _module(path: str, data: bytes, text: str, checksum: str) -> dict:
