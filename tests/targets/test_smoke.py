@@ -122,3 +122,95 @@ def test_redis_indexes_are_fresh_per_test(redis_url):
         client.set("left", "behind")
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# `mreg dev up | status | down` through the real CLI, in a tmp project of its own
+
+
+def _mreg(*args: str, env: dict, cwd) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "registry.cli.main", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _alive(pid: int) -> bool:
+    from registry.dev import process
+
+    return process.start_time(pid) is not None
+
+
+@pytest.mark.slow
+def test_dev_up_status_down_through_the_cli(mreg_project, tmp_path):
+    import json
+    import os
+    import re
+
+    from registry.dev import process
+
+    env = dict(os.environ)
+    env["HOME"] = os.environ.get("HOME", str(tmp_path))
+    # 1. Without launchers (an empty tools folder) Neo4j and TimescaleDB cannot start:
+    #    each is reported with its reason and PostgreSQL and Redis still start.
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    code, out, err = _mreg("dev", "up", "--json", env={**env, "MREG_TOOLS_DIR": str(empty)}, cwd=mreg_project)
+    try:
+        assert code == 0, err
+        first = {r["name"]: r for r in json.loads(out)}
+        assert first["postgres"]["outcome"] == "started" and first["redis"]["outcome"] == "started"
+        for name in ("neo4j", "timescale"):
+            assert first[name]["outcome"] == "unavailable" and "launcher is missing" in first[name]["reason"]
+            assert f"{name} did not start" in err
+
+        # 2. Up again with the launchers: the two running ones are left alone, the others start.
+        code, out, err = _mreg("dev", "up", "--json", env=env, cwd=mreg_project)
+        assert code == 0, err
+        second = {r["name"]: r for r in json.loads(out)}
+        assert second["postgres"]["outcome"] == "already running"
+        assert second["postgres"]["pid"] == first["postgres"]["pid"]
+        assert second["neo4j"]["outcome"] == "started" and second["timescale"]["outcome"] == "started"
+
+        # 3. Status lists four running targets on loopback URLs, passwords removed.
+        code, out, err = _mreg("dev", "status", "--json", env=env, cwd=mreg_project)
+        assert code == 0, err
+        status = json.loads(out)
+        assert sorted(r["name"] for r in status) == ["neo4j", "postgres", "redis", "timescale"]
+        for r in status:
+            assert r["running"] is True and _alive(r["pid"])
+            assert re.match(r"^(postgresql|bolt|redis)://([^@]*@)?127\.0\.0\.1:\d+(/|$)", r["url"]), r["url"]
+            assert r["version"]
+            assert ":postgres@" not in r["url"]  # the Timescale password is redacted
+        types = {r["name"]: r["type"] for r in status}
+        assert types == {"postgres": "postgresql", "timescale": "timescale", "neo4j": "neo4j", "redis": "redis"}
+        state = json.loads((mreg_project / ".mreg" / "dev" / "state.json").read_text())
+        assert set(state["servers"]) == set(types)
+        pg_family = process.descendants(state["servers"]["postgres"]["pid"])
+        assert pg_family, "PostgreSQL has background processes"
+    finally:
+        # 4. Down stops exactly those processes, PostgreSQL's children included.
+        code, out, err = _mreg("dev", "down", "--json", env=env, cwd=mreg_project)
+    assert code == 0, err
+    assert {r["outcome"] for r in json.loads(out)} == {"stopped"}
+    for r in status:
+        assert not _alive(r["pid"]), f"{r['name']} pid {r['pid']} still alive"
+    assert not any(process.is_ours(pid, started) for pid, started in pg_family)
+    code, out, _ = _mreg("dev", "status", "--json", env=env, cwd=mreg_project)
+    assert [r["running"] for r in json.loads(out)] == [False] * 4
+
+
+def test_resolve_url_of_a_dev_target_without_servers_says_run_dev_up(mreg_project):
+    from registry import config
+    from registry.dev import resolve_url
+    from registry.errors import TargetUnavailable
+
+    cfg = config.load()
+    target = cfg.target("postgres")
+    with pytest.raises(TargetUnavailable) as info:
+        resolve_url(cfg, target)
+    assert info.value.exit_code == 2 and "mreg dev up" in info.value.hint and "postgres" in info.value.message
+    explicit = config.Target("x", "redis", "redis://127.0.0.1:1/0", "test")
+    assert resolve_url(cfg, explicit) == "redis://127.0.0.1:1/0"
