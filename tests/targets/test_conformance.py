@@ -30,7 +30,9 @@ from registry.targets.base import LockTimeout, StepFailed, mirror_row_from_leaf
 
 # What each kind runs. ``check`` is a read whose first row's first value is truthy
 # when ``create`` was applied; ``tamper`` are statements that try to rewrite or
-# delete mirror rows (each must fail); ``options`` go into the Target;
+# delete mirror rows (each must fail); ``tamper_evident`` (targets with no server-side guard)
+# are ``{origin}``-templated statements that succeed but must change what ``mirror_rows`` reads;
+# ``options`` go into the Target;
 # ``lock_names_holder`` (default True) says a waiter's LockTimeout names the holder.
 SAMPLES: dict[str, dict] = {
     "postgresql": {
@@ -77,7 +79,12 @@ SAMPLES: dict[str, dict] = {
         "failing": "THIS IS NOT CYPHER",
         "failing_message": "Invalid input",
         "rollback": "MATCH (n:ConformanceT) DELETE n",
-        "tamper": [],
+        "tamper": [],  # Community has no triggers: nothing refuses these writes ...
+        "tamper_evident": [  # ... but each shows when the rows are compared with their leaves
+            "MATCH (v:SchemaVersion {{origin: '{origin}'}}) SET v.applied_by = 'mallory'",
+            "MATCH (v:SchemaVersion {{origin: '{origin}', seq: 1}}) DETACH DELETE v",
+            "MATCH (v:SchemaVersion {{origin: '{origin}', seq: 2}}) SET v.leaf = v.leaf_hash",
+        ],
         "unreachable_url": "bolt://mreg:s3cret-pw@127.0.0.1:1",
         "options": {"lock_lease_ms": 2000},  # a killed holder's lease ends within 2 s
     },
@@ -89,7 +96,12 @@ SAMPLES: dict[str, dict] = {
         "failing": "NOSUCHCOMMAND x",
         "failing_message": "unknown command",
         "rollback": "DEL conformance:t",
-        "tamper": [],
+        "tamper": [],  # Redis cannot refuse XDEL/DEL ...
+        "tamper_evident": [  # ... but each shows when the stream is compared with its leaves
+            "XDEL mreg:ledger:{origin} 1-1",
+            "DEL mreg:ledger:{origin}",
+            "XTRIM mreg:ledger:{origin} MAXLEN 1",
+        ],
         "unreachable_url": "redis://127.0.0.1:1/0",
         "options": {"lock_lease_ms": 2000},  # a killed holder's lease ends within 2 s
     },
@@ -259,9 +271,20 @@ def test_duplicate_seq_is_refused(kind, adapter):
 
 def test_mirror_rows_cannot_be_rewritten(kind, adapter):
     statements = SAMPLES[kind]["tamper"]
-    if not statements:
+    evident = SAMPLES[kind].get("tamper_evident", [])
+    if not statements and not evident:
         pytest.skip(f"the {kind} sample declares no tampering statements (no server-side guard)")
     adapter.ensure_mirror()
+    # Without a server-side guard (Neo4j Community, Redis) tampering succeeds, but it must show:
+    # the rows read back no longer equal the ones derived from the leaves, which `mreg verify` reports.
+    for i, text in enumerate(evident):
+        origin = f"conformance/evident{i}"
+        leaves = make_log(3, origin=origin, engine=kind)
+        for leaf in leaves:
+            adapter.append_mirror(mirror_row_from_leaf(leaf))
+        with adapter.session(transactional=False) as s:
+            s.execute(Step(content=text.format(origin=origin), kind=SAMPLES[kind]["kind"], name=f"tamper {i}"))
+        assert adapter.mirror_rows(origin) != [mirror_row_from_leaf(leaf) for leaf in leaves], text
     leaves = make_log(2, engine=kind)
     for leaf in leaves:
         adapter.append_mirror(mirror_row_from_leaf(leaf))
