@@ -5,6 +5,8 @@ fencing, the connection dying mid-run. A real Neo4j 5 server throughout."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -336,3 +338,68 @@ def test_unreachable_server_is_a_database_error_without_the_password():
     with pytest.raises(DatabaseError, match="cannot reach Neo4j") as err:
         a.connect()
     assert "s3cret" not in str(err.value) and err.value.hint
+
+
+# ----------------------------------------------------------------------------- the server dies
+# A private server started with the dev launcher (registry.dev) in tmp_path, so killing it
+# disturbs no other test; it is stopped by its pid at the end.
+
+
+@pytest.fixture
+def private_neo4j(tmp_path):
+    """Start a private dev Neo4j under tmp_path; yield (state_dir, status); stop it by pid after."""
+    from registry.dev import manager
+    from registry.dev.neo4j import Neo4jServer
+
+    reason = Neo4jServer().unavailable()
+    if reason:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"target neo4j: {reason} (CI=true: every target must run)")
+        pytest.skip(f"target neo4j: {reason}")
+    state_dir = tmp_path / ".mreg"
+    status = manager.up(state_dir, ["neo4j"])[0]
+    try:
+        assert status.running, status.reason
+        yield state_dir, status
+    finally:
+        manager.down(state_dir, ["neo4j"])
+
+
+@pytest.mark.slow
+def test_server_killed_mid_migration(private_neo4j):
+    from registry.dev import manager
+
+    state_dir, status = private_neo4j
+    target = Target(name="graph", type="neo4j", url=status.url, source="test")
+    a = Neo4jAdapter(target, status.url)
+    a.connect()
+    a.ensure_mirror()
+    leaves = make_leaves(2)
+    a.append_mirror(mirror_row_from_leaf(leaves[0]))
+    with pytest.raises(DatabaseError) as err:
+        with a.session(transactional=True) as s:
+            s.execute(Step(content="CREATE (:Entity {id: 'half-done'})", kind="cypher", line=2), path="m.cypher")
+            s.append_mirror(mirror_row_from_leaf(leaves[1]))
+            os.killpg(status.pid, signal.SIGKILL)  # the server dies with the transaction open
+            time.sleep(0.5)
+            s.execute(Step(content="CREATE (:Entity {id: 'never'})", kind="cypher", line=3), path="m.cypher")
+            s.commit()
+    assert isinstance(err.value, ConnectionLost) and err.value.exit_code == 3
+    assert "graph" in str(err.value) and err.value.hint
+    a.close()
+
+    manager.down(state_dir, ["neo4j"])  # forget the dead process
+    again = manager.up(state_dir, ["neo4j"])[0]  # same data directory, a new process
+    assert again.running, again.reason
+    b = Neo4jAdapter(Target(name="graph", type="neo4j", url=again.url, source="test"), again.url)
+    b.connect()
+    try:
+        assert b.run("MATCH (e:Entity) RETURN count(e) AS n") == [{"n": 0}]  # the open transaction is gone
+        assert [r.leaf for r in b.mirror_rows(ORIGIN)] == leaves[:1]  # what was committed survived
+        with b.session(transactional=True) as s:  # the next run proceeds
+            s.execute(Step(content="CREATE (:Entity {id: 'second-run'})", kind="cypher"))
+            s.append_mirror(mirror_row_from_leaf(leaves[1]))
+            s.commit()
+        assert [r.leaf for r in b.mirror_rows(ORIGIN)] == leaves
+    finally:
+        b.close()
