@@ -7,7 +7,3 @@ from registry.errors import ConfigError
 
 class RevisionNotFound(ConfigError):
     """``--rev`` names no branch, tag or commit of the repository."""
-
-
-class NotARepository(ConfigError):
-    """The scanned path is neither a Git repository nor a folder."""

@@ -46,6 +46,7 @@ class Objects:
 
         self.repo = Repo(repo_path)
         self.store = self.repo.object_store
+        self._packs = list(getattr(self.store, "packs", []))  # read directly: skips per-read bookkeeping
         self._parse_tree = parse_tree
         self._trees: dict[bytes, frozenset] = {}
         self._cap = tree_cache
@@ -56,7 +57,20 @@ class Objects:
 
     def raw(self, sha: str) -> tuple[int, bytes]:
         self.reads += 1
-        return self.store.get_raw(sha.encode("ascii"))
+        return self._get(sha.encode("ascii"))
+
+    def _get(self, hexsha: bytes) -> tuple[int, bytes]:
+        """An object's type and bytes, straight from the pack that holds it (else the object store)."""
+        binsha = bytes.fromhex(hexsha.decode("ascii"))
+        for pack in self._packs:
+            try:
+                offset = pack.index.object_offset(binsha)
+            except KeyError:
+                continue
+            kind, obj = pack.data.get_object_at(offset)
+            kind, chunks = pack.resolve_object(offset, kind, obj)
+            return kind, chunks if isinstance(chunks, bytes) else b"".join(chunks)
+        return self.store.get_raw(hexsha)
 
     def commit(self, sha: str) -> CommitInfo:
         _, raw = self.raw(sha)
@@ -86,7 +100,7 @@ class Objects:
         if cached is not None:
             return cached
         self.reads += 1
-        _, raw = self.store.get_raw(sha)
+        _, raw = self._get(sha)
         entries = frozenset(self._parse_tree(raw, 20))
         if len(self._trees) >= self._cap:
             self._trees.clear()

@@ -235,3 +235,16 @@ def test_a_scan_without_a_key_registers_on_the_next_scan(seed_project, monkeypat
     monkeypatch.setenv("MREG_KEY", str(seed_project.key))
     result, done = scan()
     assert result.new_commits == 0 and len(done.registered) == len(result.migrations)
+
+
+def test_registered_migrations_for_the_engine(seed_project):
+    from registry.registration import registered_migrations
+
+    result, _ = scan()
+    got = registered_migrations(config.load())
+    active = {m["id"]: m for m in result.migrations if m["status"] == "active"}
+    assert {m.id for m in got} == set(active)
+    users = next(m for m in got if active[m.id]["path"] == "db/migrations/V1__create_users.sql")
+    assert users.database == "postgresql" and "CREATE TABLE users" in users.phases["expand"][0].content
+    traces = next(m for m in got if active[m.id]["path"].endswith("20240110_create_traces.sql"))
+    assert traces.database == "timescale"
