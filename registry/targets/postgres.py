@@ -126,6 +126,15 @@ class PgSession:
         """Insert ``row`` into ``schema_versions`` (in this transaction when transactional)."""
         self.adapter._insert_mirror(self.conn, row)
 
+    def append_mirrors(self, rows: list[MirrorRow]) -> None:
+        """Insert consecutive rows in one statement (one round trip); same checks as ``append_mirror``.
+
+        (Added by the engine: a transactional phase writes its two events together.)
+        """
+        if len(rows) == 1:
+            return self.append_mirror(rows[0])
+        self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
+
     def commit(self) -> None:
         if self.transactional and not self.done:
             self.conn.execute("COMMIT")
@@ -362,8 +371,13 @@ class PostgresAdapter:
             raise
         self._mirror_ready = True
 
-    def _insert_mirror(self, conn, row: MirrorRow) -> None:
+    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = ()) -> None:
         try:
+            if more:  # several rows, one statement: the BEFORE INSERT trigger still checks each in order
+                values = ", (" + ", ".join(["%s"] * len(mirror_params(row))) + ")"
+                params = [p for r in (row, *more) for p in mirror_params(r)]
+                conn.execute(INSERT_MIRROR.format(s=self.mirror_schema) + values * len(more), params)
+                return
             conn.execute(INSERT_MIRROR.format(s=self.mirror_schema), mirror_params(row))
         except self.psycopg.Error as exc:
             if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
@@ -463,7 +477,11 @@ class PostgresAdapter:
             setup.insert(0, "BEGIN")
         sess = PgSession(self, conn, transactional)
         self._in_session = True
+        saved = None
         try:
+            if setup and not transactional:  # SET is session-wide: put the old values back afterwards
+                saved = conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
+                                     "current_setting('search_path')").fetchone()
             if setup:
                 conn.execute("; ".join(setup))
             yield sess
@@ -477,8 +495,9 @@ class PostgresAdapter:
                 sess.rollback()
         finally:
             self._in_session = False
-            if not transactional and setup and not conn.broken and not conn.closed:
-                conn.execute("RESET lock_timeout; RESET statement_timeout; RESET search_path")
+            if saved is not None and not conn.broken and not conn.closed:
+                conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),"
+                             " set_config('search_path', %s, false)", saved)
 
     # -- batched backfill ---------------------------------------------------
     def _table(self, table: str) -> str:

@@ -91,11 +91,16 @@ def test_statement_timeout_is_its_own_error(pg):
     assert not isinstance(err.value, LockNotAvailable)
 
 
-def test_non_transactional_session_resets_its_timeouts(pg):
+def test_non_transactional_session_restores_its_settings(pg):
     with pg.session(transactional=False, lock_timeout_ms=1234, statement_timeout_ms=5678) as s:
         assert s.query("SHOW lock_timeout") == [{"lock_timeout": "1234ms"}]
     assert pg.conn.execute("SHOW lock_timeout").fetchone()[0] == "0"
     assert pg.conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
+    pg.conn.execute("SET lock_timeout = '7s'; SET search_path = pg_catalog, public")  # e.g. from the URL
+    with pg.session(transactional=False, settings=Settings(lock_timeout=100, timeout=200)) as s:
+        assert s.query("SHOW lock_timeout") == [{"lock_timeout": "100ms"}]
+    assert pg.conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
+    assert pg.conn.execute("SHOW search_path").fetchone()[0] == "pg_catalog, public"
 
 
 def test_transactional_session_timeouts_are_local(pg):

@@ -169,3 +169,15 @@ def test_a_crashed_clients_open_transaction_is_rolled_back(timescale_dsn):
         assert a.conn.execute("SHOW search_path").fetchone()[0] == '"$user", public'
     finally:
         a.close()
+
+
+def test_sessions_with_settings_keep_the_search_path(ts):
+    from registry.model import Settings
+
+    with ts.session(transactional=False, settings=Settings(lock_timeout=1000, timeout=5000)) as s:
+        s.execute(sql("CREATE TABLE kept (id int)"))
+    with ts.session(transactional=True, settings=Settings()) as s:
+        s.execute(sql("INSERT INTO kept VALUES (1)"))  # unqualified: still resolves to public
+        s.commit()
+    assert ts.conn.execute("SHOW search_path").fetchone()[0] == '"$user", public'
+    assert ts.conn.execute("SELECT count(*) FROM public.kept").fetchone()[0] == 1
