@@ -5,13 +5,13 @@ a JSON value made of objects, arrays, strings, booleans, null and integers
 within ±(2**53 − 1). Floats are refused outright: their canonical form
 depends on ECMAScript number formatting, and mreg never needs them.
 
-``canonical_json`` takes the `rfc8785` package as the reference. For values
-whose object keys are all ASCII (every value mreg writes), Python's
-``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-produces the same bytes (same key order, same string escapes, same integers),
-so that is used as a fast path; anything else goes through ``rfc8785``. The
-property tests in ``tests/unit/test_ledger_canonical.py`` hold the two
-together.
+``canonical_json`` takes the `rfc8785` package as the reference. For
+validated values whose object keys are all ASCII (every value mreg writes),
+``orjson.dumps(OPT_SORT_KEYS)`` (or, without orjson, Python's
+``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``)
+produces the same bytes — same key order, same string escapes, same
+integers — and is much faster; anything else goes through ``rfc8785``. The
+property tests in ``tests/unit/test_ledger_canonical.py`` hold them together.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ import json
 import rfc8785
 
 from ledger.errors import LedgerError
+
+try:  # a faster serialiser with the same output on validated values (tests hold them together)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; json is the fallback
+    _orjson = None
 
 MAX_SAFE_INT = 2**53 - 1
 
@@ -77,33 +82,23 @@ def _check(value: object, path: str) -> bool:
 
 def canonical_json(obj: object) -> bytes:
     """The RFC 8785 bytes of ``obj``; refuses floats and integers beyond ±(2**53-1)."""
-    # Fast path: serialise, then parse back with the strict decoder (refuses floats and big
-    # integers) and compare values (catches non-string keys, tuples, NaN). ASCII output means
-    # ASCII keys, where Python's key order equals RFC 8785's.
-    try:
-        text = _dumps(obj)
-    except (TypeError, ValueError):
-        text = None
-    if text is not None and text.isascii():
-        try:
-            if _decoder.decode(text) == obj:
-                return text.encode("ascii")
-        except CanonicalError:
-            pass
-    return _canonical_slow(obj)
-
-
-def _canonical_slow(obj: object) -> bytes:
-    if _check(obj, ""):
-        try:
-            return _dumps(obj).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise CanonicalError(f"string is not valid Unicode (lone surrogate): {exc}",
-                                 hint="remove unpaired surrogates from strings") from None
+    if _check(obj, ""):  # valid, and every object key is ASCII: Python's key order is RFC 8785's
+        return dumps_ascii_keys(obj)
     try:
         return rfc8785.dumps(obj)
     except rfc8785.CanonicalizationError as exc:
         raise CanonicalError(f"cannot canonicalise: {exc}", hint="use plain JSON values") from None
+
+
+def dumps_ascii_keys(obj: object) -> bytes:
+    """RFC 8785 bytes of an already validated value whose object keys are all ASCII."""
+    try:
+        if _orjson is not None:
+            return _orjson.dumps(obj, option=_orjson.OPT_SORT_KEYS)
+        return _dumps(obj).encode("utf-8")
+    except (UnicodeEncodeError, TypeError) as exc:
+        raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {exc}",
+                             hint="remove unpaired surrogates from strings") from None
 
 
 def _no_float(text: str) -> object:

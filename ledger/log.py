@@ -19,7 +19,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from ledger.canonical import CanonicalError, _decoder, _dumps, canonical_json, loads_canonical
+from ledger.canonical import (MAX_SAFE_INT, CanonicalError, _check, _no_constant, _no_float, _orjson,
+                              canonical_json, dumps_ascii_keys, loads_canonical)
 from ledger.dsse import PAYLOAD_TYPE
 from ledger.errors import LedgerError
 from ledger.merkle import leaf_hash
@@ -28,7 +29,15 @@ LEAF_VERSION = 1
 ZERO_HASH = bytes(32)
 
 _str = json.JSONEncoder(ensure_ascii=False).encode
-_decode = _decoder.decode
+# Floats and out-of-range integers are caught after parsing (schema and details checks);
+# the re-serialisation comparison catches everything else that is not canonical.
+if _orjson is not None:
+    _loads_fast = _orjson.loads
+else:  # pragma: no cover
+    _plain = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_constant).decode
+
+    def _loads_fast(data: bytes) -> object:
+        return _plain(data.decode("ascii"))
 
 
 class LeafError(LedgerError):
@@ -82,9 +91,11 @@ def build_leaf(seq: int, prev: bytes, envelope: dict) -> bytes:
         raise LeafError(f"envelope: {exc.message}", field="envelope", kind="canonical") from None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Leaf:
-    """A parsed leaf: position, chain link, envelope and the statement it carries."""
+    """A parsed leaf: position, chain link, envelope and the statement it carries.
+
+    ``signatures`` holds the decoded signature bytes, in the envelope's order."""
 
     seq: int
     prev: bytes
@@ -92,6 +103,7 @@ class Leaf:
     statement: dict
     payload: bytes
     raw: bytes
+    signatures: tuple[bytes, ...] = ()
 
     @property
     def hash(self) -> bytes:
@@ -108,49 +120,61 @@ _b64e = base64.b64encode
 def _b64d(text: str, validate: bool = True) -> bytes:
     """Strict standard base64 (alphabet, padding) in C: ``binascii.a2b_base64(strict_mode=True)``."""
     return binascii.a2b_base64(text, strict_mode=True)
-_KEYID = re.compile(r"^[A-Za-z0-9+/:=_.@-]*$")
+
+
+# A leaf of the shape mreg writes, in canonical form: only base64 and key-id characters inside
+# the strings (none needs escaping), so a match is the leaf's canonical serialisation.
+_LEAF_RE = re.compile(
+    r'\{"envelope":\{"payload":"([A-Za-z0-9+/]*={0,2})","payloadType":"application/vnd\.mreg\.statement\+json",'
+    r'"signatures":\[\{"keyid":"([A-Za-z0-9+/:=_.@-]*)","sig":"([A-Za-z0-9+/]{86}==)"\}\]\},'
+    r'"prev":"([A-Za-z0-9+/]{43}=)","seq":(0|[1-9][0-9]{0,15}),"v":1\}')
 
 
 def _fast_leaf(leaf: bytes) -> Leaf | None:
     """The common case in one pass: an ASCII leaf of the shape mreg writes, every check of
     ``parse_leaf`` included. Returns None to let the general path decide (and explain)."""
     try:
-        text = leaf.decode("ascii")
-        doc = _decode(text)
-        env = doc["envelope"]
-        sigs = env["signatures"]
-        sig = sigs[0]
-        payload64, ptype, prev64, seq = env["payload"], env["payloadType"], doc["prev"], doc["seq"]
-        keyid, sig64 = sig["keyid"], sig["sig"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, CanonicalError):
+        m = _LEAF_RE.fullmatch(leaf.decode("ascii"))
+    except UnicodeDecodeError:
         return None
-    if (len(doc) != 4 or doc["v"] != 1 or type(doc["v"]) is not int or len(env) != 3 or type(sigs) is not list
-            or len(sigs) != 1 or len(sig) != 2 or type(seq) is not int or seq < 0 or ptype != PAYLOAD_TYPE
-            or type(payload64) is not str or type(prev64) is not str or type(sig64) is not str
-            or type(keyid) is not str or not _KEYID.match(keyid)):
+    if m is None:
         return None
-    if len(prev64) != 44 or len(sig64) != 88:
+    payload64, keyid, sig64, prev64, seq_text = m.groups()
+    seq = int(seq_text)
+    if seq > MAX_SAFE_INT:
         return None
-    if ('{"envelope":{"payload":"%s","payloadType":"%s","signatures":[{"keyid":"%s","sig":"%s"}]},'
-            '"prev":"%s","seq":%d,"v":1}' % (payload64, ptype, keyid, sig64, prev64, seq)) != text:
+    if not (_tail_ok(prev64) and _tail_ok(payload64) and _tail_ok(sig64)):
         return None
     try:
         prev = _b64d(prev64)
         payload = _b64d(payload64)
-        _b64d(sig64)
-        # strict mode checked alphabet and padding; canonical also needs zero bits after the
-        # last character, which only the final quantum can break
-        for text64 in (prev64, payload64, sig64):
-            tail = text64[-4:]
-            if tail and _b64e(_b64d(tail)) != tail.encode():
-                return None
-        stmt_text = payload.decode("ascii")
-        statement = _decode(stmt_text)
-        if type(statement) is not dict or _dumps(statement) != stmt_text:
+        sig = _b64d(sig64)
+        if not payload.isascii():
             return None
-    except (UnicodeDecodeError, ValueError, binascii.Error, CanonicalError):
+        statement = _loads_fast(payload)
+        if type(statement) is not dict or dumps_ascii_keys(statement) != payload:
+            return None
+        details = statement.get("details")
+        if details is not None:
+            _check(details, "details")  # integers within ±(2**53-1), no float
+    except (ValueError, TypeError, binascii.Error, CanonicalError):
         return None
-    return Leaf(seq, prev, env, statement, payload, leaf)
+    env = {"payload": payload64, "payloadType": PAYLOAD_TYPE, "signatures": [{"keyid": keyid, "sig": sig64}]}
+    return Leaf(seq, prev, env, statement, payload, leaf, (sig,))
+
+
+# Canonical base64 leaves the unused low bits of the last character zero: 2 bits before "=",
+# 4 bits before "==". These are the characters whose value has those bits clear.
+_ZERO2 = frozenset("AEIMQUYcgkosw048")
+_ZERO4 = frozenset("AQgw")
+
+
+def _tail_ok(text64: str) -> bool:
+    if text64.endswith("=="):
+        return len(text64) >= 4 and text64[-3] in _ZERO4
+    if text64.endswith("="):
+        return len(text64) >= 4 and text64[-2] in _ZERO2
+    return True
 
 
 def parse_leaf(leaf: bytes) -> Leaf:
@@ -204,4 +228,5 @@ def parse_leaf(leaf: bytes) -> Leaf:
     if not isinstance(statement, dict):
         raise LeafError("statement is not a JSON object", field="statement", found=type(statement).__name__,
                         expected="object")
-    return Leaf(seq, prev, env, statement, payload, leaf)
+    return Leaf(seq, prev, env, statement, payload, leaf,
+                tuple(_b64d(x["sig"]) for x in sigs))

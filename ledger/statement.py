@@ -28,7 +28,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from ledger.canonical import CanonicalError, _check, _dumps, canonical_json
+from ledger.canonical import CanonicalError, _check, canonical_json, dumps_ascii_keys
 from ledger.errors import LedgerError
 
 STATEMENT_VERSION = 1
@@ -123,23 +123,20 @@ def _valid_fast(stmt: object) -> bool:
     """True when ``stmt`` is valid; False means "let the detailed checks explain"."""
     if type(stmt) is not dict or not stmt.keys() <= _FIELD_SET or not _REQUIRED_SET <= stmt.keys():
         return False
-    if type(stmt["v"]) is not int or stmt["v"] != STATEMENT_VERSION or stmt["type"] not in _TYPE_SET:
-        return False
-    if not _strings((stmt["ledger"], stmt["event_id"], stmt["actor"], stmt["time"])):
-        return False
-    if not TIME_RE.match(stmt["time"]):
+    v, ledger, event_id, actor, time = stmt["v"], stmt["ledger"], stmt["event_id"], stmt["actor"], stmt["time"]
+    if (type(v) is not int or v != STATEMENT_VERSION or stmt["type"] not in _TYPE_SET
+            or type(ledger) is not str or not ledger or type(event_id) is not str or not event_id
+            or type(actor) is not str or not actor or type(time) is not str or not TIME_RE.match(time)):
         return False
     try:
-        datetime.fromisoformat(stmt["time"])
+        datetime.fromisoformat(time)
     except ValueError:
         return False
-    mig = stmt.get("migration")
-    if mig is not None and (type(mig) is not dict or not mig.keys() <= _MIGRATION_SET
-                            or not _MIGRATION_REQUIRED <= mig.keys() or not _strings(mig.values())
-                            or not CHECKSUM_RE.match(mig["checksum"])):
-        return False
-    if "migration" in stmt and mig is None:
-        return False
+    if "migration" in stmt:
+        mig = stmt["migration"]
+        if (type(mig) is not dict or not mig.keys() <= _MIGRATION_SET or not _MIGRATION_REQUIRED <= mig.keys()
+                or not _strings(mig.values()) or not CHECKSUM_RE.match(mig["checksum"])):
+            return False
     if "target" in stmt:
         tgt = stmt["target"]
         if type(tgt) is not dict or tgt.keys() != _TARGET_SET or not _strings(tgt.values()):
@@ -159,12 +156,9 @@ def statement_bytes(stmt: dict) -> bytes:
         ascii_keys = _check(details, "details") if details else True
     except CanonicalError as exc:
         raise StatementError(f"statement: {exc.message}", hint=exc.hint, **exc.data) from None
-    if ascii_keys:  # every other key is one of the schema's ASCII names
-        try:
-            return _dumps(stmt).encode("utf-8")
-        except UnicodeEncodeError:
-            pass
     try:
+        if ascii_keys:  # every other key is one of the schema's ASCII names
+            return dumps_ascii_keys(stmt)
         return canonical_json(stmt)
     except CanonicalError as exc:
         raise StatementError(f"statement: {exc.message}", hint=exc.hint, **exc.data) from None

@@ -94,3 +94,16 @@ def test_unknown_statement_field_is_refused():
     s["extra"] = 1
     with pytest.raises(StatementError, match="unknown statement field"):
         validate_statement(s)
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values)
+def test_pure_python_fallback_matches_rfc8785(value):
+    import ledger.canonical as canonical
+
+    saved = canonical._orjson
+    canonical._orjson = None
+    try:
+        assert canonical_json(value) == rfc8785.dumps(value)
+    finally:
+        canonical._orjson = saved
