@@ -1,5 +1,8 @@
 """The Redis adapter: ``.redis`` command steps, Lua, SCAN-driven reshapes, the stream mirror.
 
+Split in three: this module (the adapter, steps, the lock), ``redis_mirror.py`` (keys, Lua
+scripts, the stream entry codec) and ``redis_session.py`` (sessions with their undo log).
+
 What mreg keeps in a Redis target (``<origin>`` is ``<project>/<target>``):
 
 - ``mreg:ledger:<origin>``: a stream, one entry per leaf of the target's log, entry ID
@@ -43,25 +46,36 @@ this adapter holds the lock, every mirror append checks it still does (fencing).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from registry.config import Target
 from registry.errors import ConfigError, DatabaseError
-from registry.model import Step
-from registry.model import Settings
+from registry.model import Settings, Step
 from registry.targets.base import LockTimeout, MirrorRow, StepFailed
+from registry.targets.redis_mirror import (  # noqa: F401  (re-exported: the mirror's names)
+    ACQUIRE_SCRIPT,
+    APPEND_SCRIPT,
+    CHECKPOINT_SCRIPT,
+    RELEASE_SCRIPT,
+    RENEW_SCRIPT,
+    VERSION_HASH,
+    _text,
+    check_row,
+    checkpoint_key,
+    entry_id,
+    latest_json,
+    row_fields,
+    row_from_entry,
+    stream_key,
+)
+from registry.targets.redis_session import IrreversibleStep, RedisSession  # noqa: F401
 from registry.targets.sqlcommon import CheckpointRegression, ConnectionLost, MirrorConflict, StepRefused
 
-ZERO_HASH = bytes(32)
 DEFAULT_LEASE_MS = 15_000
 DEFAULT_SCAN_COUNT = 500
-TEXT_FIELDS = ("origin", "event_type", "version", "database_type", "applied_at", "applied_by",
-               "migration_id", "checksum")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -71,119 +85,8 @@ class RedisUnavailable(DatabaseError):
     """The Redis server could not be reached (connect) or went away (``data``: target, url)."""
 
 
-class IrreversibleStep(DatabaseError):
-    """A rolled-back session held steps whose keys could not be saved first (``RESHAPE``, ``FLUSHDB``…)."""
-
-
 class LockLost(DatabaseError):
     """This operator's lease expired and another took the lock; the mirror write was refused (fencing)."""
-
-
-# ----------------------------------------------------------------------------- Lua
-
-# ARGV: the number of rows, then per row: stream, version hash, lock key ('' = no check),
-# lock value, origin, seq, prev hash, latest JSON, field count n, then 2n field names/values.
-# Every row is checked first (against the stream's tail, or the batch's previous row), then
-# all are written: a refused row leaves nothing written.
-APPEND_SCRIPT = r"""
-local tails = {}
-local rows = {}
-local i = 2
-for r = 1, tonumber(ARGV[1]) do
-  local stream, lockkey, lockval = ARGV[i], ARGV[i+2], ARGV[i+3]
-  local seqtext, prev, nf = ARGV[i+5], ARGV[i+6], tonumber(ARGV[i+8])
-  local seq = tonumber(seqtext)
-  if lockkey ~= '' then
-    local held = redis.call('GET', lockkey)
-    if held ~= lockval then
-      return redis.error_reply('MREGLOCK ' .. tostring(held))
-    end
-  end
-  local tail = tails[stream]
-  if tail == nil then
-    tail = {seq = -1, hash = nil}
-    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-    if #last > 0 then
-      tail.seq = tonumber(string.match(last[1][1], '^(%d+)-'))
-      local fl = last[1][2]
-      for k = 1, #fl, 2 do
-        if fl[k] == 'leaf_hash' then tail.hash = fl[k+1] end
-      end
-    end
-  end
-  if seq ~= tail.seq + 1 then
-    return redis.error_reply('MREGCONFLICT ' .. tail.seq .. ' the next entry is seq ' .. (tail.seq + 1))
-  end
-  if tail.seq >= 0 and tail.hash ~= prev then
-    return redis.error_reply('MREGCONFLICT ' .. tail.seq .. ' the leaf does not chain to the previous leaf')
-  end
-  local fields = {}
-  local hash = nil
-  for k = 1, 2 * nf do fields[k] = ARGV[i+8+k] end
-  for k = 1, #fields, 2 do
-    if fields[k] == 'leaf_hash' then hash = fields[k+1] end
-  end
-  tails[stream] = {seq = seq, hash = hash}
-  rows[r] = {stream = stream, vhash = ARGV[i+1], origin = ARGV[i+4], id = seqtext .. '-1',
-             latest = ARGV[i+7], fields = fields}
-  i = i + 9 + 2 * nf
-end
-for _, row in ipairs(rows) do
-  redis.call('XADD', row.stream, row.id, unpack(row.fields))
-  redis.call('HSET', row.vhash, row.origin, row.latest)
-end
-return #rows
-"""
-
-CHECKPOINT_SCRIPT = r"""
-local cur = redis.call('HGET', KEYS[1], 'size')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then
-  return redis.error_reply('MREGREGRESS ' .. cur)
-end
-redis.call('HSET', KEYS[1], 'size', ARGV[1], 'note', ARGV[2])
-return 1
-"""
-
-# KEYS: lock, fence. ARGV: owner, lease ms. Returns the fencing token, or false.
-ACQUIRE_SCRIPT = r"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'NX', 'PX', ARGV[2])
-return token
-"""
-
-RENEW_SCRIPT = r"""
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-RELEASE_SCRIPT = r"""
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def stream_key(origin: str) -> str:
-    return f"mreg:ledger:{origin}"
-
-
-def checkpoint_key(origin: str) -> str:
-    return f"mreg:checkpoint:{origin}"
-
-
-VERSION_HASH = "mreg:schema_version"
-
-
-def entry_id(seq: int) -> str:
-    """The stream entry ID of ``seq``: ``<seq>-1`` (``0-0`` is not a valid ID)."""
-    return f"{seq}-1"
 
 
 def step_args(step: Step) -> list[str]:
@@ -266,81 +169,6 @@ def _refused(step: Step, why: str) -> StepRefused:
     where = f"line {step.line}" if step.line else "a step"
     return StepRefused(f"{where}: {why}", hint="write one redis-cli command per line "
                        "(see docs/tutorial-redis.md)", line=step.line, step=step.name, content=step.content)
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def row_fields(row: MirrorRow) -> list:
-    """A mirror row as the stream entry's field/value list (``leaf`` and ``leaf_hash`` as bytes)."""
-    return [
-        "origin", row.origin, "seq", str(row.seq), "event_type", row.event_type,
-        "leaf", bytes(row.leaf), "leaf_hash", bytes(row.leaf_hash), "version", row.version,
-        "database_type", row.database_type, "applied_at", row.applied_at,
-        "applied_by", row.applied_by, "migration_id", row.migration_id, "checksum", row.checksum,
-        "execution_time_ms", "" if row.execution_time_ms is None else str(row.execution_time_ms),
-        "rollback_available", "1" if row.rollback_available else "0",
-        "metadata", json.dumps(row.metadata, sort_keys=True, separators=(",", ":")),
-    ]
-
-
-def row_from_entry(fields: dict) -> MirrorRow:
-    """A ``MirrorRow`` from a stream entry's fields (bytes keys and values)."""
-    f = {_text(k): v for k, v in fields.items()}
-    ms = _text(f.get("execution_time_ms", b""))
-    return MirrorRow(
-        **{name: _text(f.get(name, b"")) for name in TEXT_FIELDS},
-        seq=int(_text(f["seq"])),
-        leaf=bytes(f["leaf"]),
-        leaf_hash=bytes(f["leaf_hash"]),
-        execution_time_ms=int(ms) if ms else None,
-        rollback_available=_text(f.get("rollback_available", b"1")) == "1",
-        metadata=json.loads(_text(f.get("metadata", b"{}"))),
-    )
-
-
-def latest_json(row: MirrorRow) -> str:
-    """The ``mreg:schema_version`` value of an origin after ``row``."""
-    return json.dumps({
-        "seq": row.seq, "event_type": row.event_type, "migration_id": row.migration_id,
-        "version": row.version, "database_type": row.database_type, "applied_at": row.applied_at,
-        "applied_by": row.applied_by, "leaf_hash": bytes(row.leaf_hash).hex(),
-    }, sort_keys=True)
-
-
-def leaf_prev(row: MirrorRow) -> bytes:
-    """The previous leaf hash a row's leaf names (32 zero bytes for seq 0)."""
-    import base64
-
-    try:
-        return base64.b64decode(json.loads(row.leaf)["prev"], validate=True)
-    except (ValueError, KeyError, TypeError):
-        raise MirrorConflict(f"{row.origin} seq {row.seq}: the leaf is not an mreg leaf",
-                             hint="build leaves with ledger.log.build_leaf", origin=row.origin,
-                             seq=row.seq) from None
-
-
-def check_row(row: MirrorRow) -> bytes:
-    """Check a row agrees with its own leaf before writing; return the prev hash it names."""
-    import hashlib
-
-    found = hashlib.sha256(b"\x00" + bytes(row.leaf)).digest()
-    if found != bytes(row.leaf_hash):
-        raise MirrorConflict(f"{row.origin} seq {row.seq}: leaf_hash is not SHA-256(0x00 || leaf)",
-                             hint="derive rows with registry.targets.base.mirror_row_from_leaf",
-                             origin=row.origin, seq=row.seq, field="leaf_hash",
-                             expected=found.hex(), found=bytes(row.leaf_hash).hex())
-    prev = leaf_prev(row)
-    if row.seq == 0 and prev != ZERO_HASH:
-        raise MirrorConflict(f"{row.origin} seq 0: the first leaf must name 32 zero bytes as prev",
-                             hint="build leaves with ledger.log.build_leaf", origin=row.origin, seq=0)
-    seq = json.loads(row.leaf).get("seq")
-    if seq != row.seq:
-        raise MirrorConflict(f"{row.origin}: row seq {row.seq} differs from its leaf's seq {seq}",
-                             hint="derive rows with registry.targets.base.mirror_row_from_leaf",
-                             origin=row.origin, seq=row.seq, field="seq", expected=seq, found=row.seq)
-    return prev
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -686,155 +514,3 @@ def _decode(value):
     if isinstance(value, dict):
         return {_decode(k): _decode(v) for k, v in value.items()}
     return value
-
-
-
-
-@dataclass
-class Snapshot:
-    """A key as it was before a session first touched it: ``DUMP`` bytes and ``PTTL`` (None: absent)."""
-
-    key: bytes | str
-    dump: bytes | None
-    pttl: int
-
-
-class RedisSession:
-    """Steps and mirror rows on a Redis target.
-
-    Non-transactional: each step runs as it comes and each mirror row is appended at once.
-    Transactional: each step still runs at once (later steps and ``query`` see it), but
-    first the keys it will touch (``COMMAND GETKEYS``; the declared ``KEYS`` of ``EVAL``)
-    are saved with ``DUMP``/``PTTL``; ``rollback()`` (or leaving without ``commit()``)
-    puts them back with ``RESTORE ... REPLACE`` (or ``DEL`` when they did not exist) in one
-    ``MULTI``/``EXEC``. Mirror rows wait for ``commit()``, which appends them. Redis cannot
-    make this atomic against a crash: a killed process leaves the steps applied and no
-    mirror row, which is why the adapter declares ``transactional_ddl = False`` and the
-    engine commits ``apply_started`` before running a Redis migration.
-    A step whose keys cannot be known (``RESHAPE``, keyless commands such as
-    ``FLUSHDB``) makes the session *irreversible*: ``rollback()`` then raises
-    ``IrreversibleStep`` after restoring what it can.
-    """
-
-    def __init__(self, adapter: RedisAdapter, transactional: bool) -> None:
-        self.adapter = adapter
-        self.transactional = transactional
-        self.path: str | None = None
-        self._saved: dict = {}
-        self._order: list[Snapshot] = []
-        self._irreversible: list[Step] = []
-        self._rows: list[MirrorRow] = []
-        self.done = False
-
-    def __enter__(self) -> RedisSession:
-        self.adapter._c()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if not self.done and self.transactional:
-            try:
-                self.rollback()
-            except IrreversibleStep:
-                if exc_type is None:
-                    raise
-
-    # -- steps
-
-    def execute(self, step: Step, *, path: str | None = None) -> object:
-        """Run one step now (see the class docstring for what a transactional session saves first)."""
-        if self.transactional:
-            self._save_keys(step)
-        try:
-            return self.adapter.run_step(step)
-        except StepFailed as exc:
-            where = path or self.path
-            if where and where not in exc.message:
-                exc.message = f"{where}: {exc.message}"
-                exc.args = (exc.message,)
-                exc.data["path"] = where
-            raise
-
-    def reshape(self, step: Step, cursor: int = 0):
-        """A ``RESHAPE`` batch by batch (see ``RedisAdapter.reshape``); irreversible in this session."""
-        if self.transactional:
-            self._irreversible.append(step)
-        yield from self.adapter.reshape(step, cursor)
-
-    def query(self, text: str) -> list[dict]:
-        return self.adapter.query(text)
-
-    def set_timeouts(self, lock_timeout_ms: int | None = None, statement_timeout_ms: int | None = None) -> None:
-        """Redis has no per-statement timeouts; accepted for the engine's sake and ignored."""
-
-    def _save_keys(self, step: Step) -> None:
-        args = step_args(step)
-        name = args[0].upper()
-        if name == "RESHAPE":
-            self._irreversible.append(step)
-            return
-        if name in ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO") and len(args) >= 3:
-            try:
-                keys = args[3:3 + int(args[2])]
-            except ValueError:
-                keys = []
-        else:
-            keys = self.adapter.command_keys(args)
-            if keys is None:
-                self._irreversible.append(step)
-                return
-        client = self.adapter._c()
-        fresh = [k for k in keys if k not in self._saved]
-        if not fresh:
-            return
-        with self.adapter._errors("saving keys before a step", step):
-            pipe = client.pipeline(transaction=True)
-            for key in fresh:
-                pipe.dump(key).pttl(key)
-            replies = pipe.execute()
-        for i, key in enumerate(fresh):
-            snap = Snapshot(key=key, dump=replies[2 * i], pttl=int(replies[2 * i + 1]))
-            self._saved[key] = snap
-            self._order.append(snap)
-
-    # -- mirror, commit, rollback
-
-    def append_mirror(self, row: MirrorRow) -> None:
-        if not self.transactional:
-            self.adapter.append_mirror(row)
-        else:
-            check_row(row)
-            self._rows.append(row)
-
-    def commit(self) -> None:
-        """Append the queued mirror rows (all in one atomic script) and forget the saved keys."""
-        if self.done:
-            return
-        self.done = True
-        rows, self._rows = self._rows, []
-        self._saved, self._order, self._irreversible = {}, [], []
-        self.adapter.append_rows(rows)
-
-    def rollback(self) -> None:
-        """Put every saved key back as it was; raise ``IrreversibleStep`` if some step could not be undone."""
-        if self.done:
-            return
-        self.done = True
-        self._rows = []
-        if self._order:
-            with self.adapter._errors("rollback"):
-                pipe = self.adapter._c().pipeline(transaction=True)
-                for snap in reversed(self._order):
-                    if snap.dump is None:
-                        pipe.delete(snap.key)
-                    else:
-                        pipe.restore(snap.key, max(snap.pttl, 0), snap.dump, replace=True)
-                pipe.execute()
-        undone, self._irreversible = self._irreversible, []
-        self._saved, self._order = {}, []
-        if undone:
-            first = undone[0]
-            raise IrreversibleStep(
-                f"target {self.adapter.target.name}: rolled back what could be undone, but "
-                f"{len(undone)} step(s) touched keys mreg could not save (first at line {first.line}: "
-                f"{first.content[:60]!r})", hint="write a rollback section for this migration and run "
-                "`mreg rollback`", target=self.adapter.target.name, line=first.line, step=first.name)
