@@ -214,3 +214,37 @@ def test_resolve_url_of_a_dev_target_without_servers_says_run_dev_up(mreg_projec
     assert info.value.exit_code == 2 and "mreg dev up" in info.value.hint and "postgres" in info.value.message
     explicit = config.Target("x", "redis", "redis://127.0.0.1:1/0", "test")
     assert resolve_url(cfg, explicit) == "redis://127.0.0.1:1/0"
+
+
+# --------------------------------------------------------------------------------------------
+# The CI rule: under CI=true a skipped target fails the session
+
+
+def test_ci_true_turns_a_skipped_target_into_a_failed_session(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "conftest.py", suite / "conftest.py")
+    (suite / "test_x.py").write_text(
+        "import pytest\n"
+        "def test_runs():\n    assert True\n"
+        "def test_skips_a_target():\n    pytest.skip('target neo4j: the dev server did not start: no java')\n"
+        "def test_skips_for_another_reason():\n    pytest.skip('only on Windows')\n",
+        encoding="utf-8")
+
+    def run(ci: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "CI": ci}
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+                              cwd=suite, env=env, capture_output=True, text=True, timeout=120)
+
+    relaxed = run("false")
+    assert relaxed.returncode == 0, relaxed.stdout + relaxed.stderr
+    strict = run("true")
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    assert "targets skipped under CI=true" in strict.stdout
+    assert "test_skips_a_target" in strict.stdout and "only on Windows" not in strict.stdout.split("CI=true")[-1]
