@@ -10,9 +10,11 @@ each function returns one :class:`ServerStatus` per server.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,6 +94,19 @@ def _write_state(state_dir: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def _locked(state_dir: Path):
+    """Hold ``.mreg/dev/lock`` so two `mreg dev up`/`down` never interleave their state changes."""
+    folder = dev_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _record_running(record: dict | None) -> bool:
     return bool(record) and record.get("ready", False) and process.is_ours(record.get("pid"), record.get("started"))
 
@@ -125,6 +140,11 @@ def status(state_dir: Path) -> list[ServerStatus]:
 
 def up(state_dir: Path, only: list[str] | None = None) -> list[ServerStatus]:
     """Start the dev servers that are not running; report each one's outcome."""
+    with _locked(state_dir):
+        return _up(state_dir, only)
+
+
+def _up(state_dir: Path, only: list[str] | None) -> list[ServerStatus]:
     state = read_state(state_dir)
     records = state["servers"]
     results: dict[str, ServerStatus] = {}
@@ -201,6 +221,11 @@ def up(state_dir: Path, only: list[str] | None = None) -> list[ServerStatus]:
 
 def down(state_dir: Path, only: list[str] | None = None) -> list[ServerStatus]:
     """Stop exactly the servers ``up`` started (by pid and start time) and check nothing is left."""
+    with _locked(state_dir):
+        return _down(state_dir, only)
+
+
+def _down(state_dir: Path, only: list[str] | None) -> list[ServerStatus]:
     state = read_state(state_dir)
     records = state["servers"]
     results = []
