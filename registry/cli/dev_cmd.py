@@ -13,15 +13,21 @@ def _only(value: str | None) -> list[str] | None:
     return [name.strip() for name in value.split(",") if name.strip()] if value else None
 
 
-def _render(records: list, as_json: bool) -> None:
-    from registry.cli.output import emit_json, table
+def _render(records: list, as_json: bool, reasons: bool = True) -> None:
+    from registry.cli.output import emit_json, say
 
     rows = [r.as_dict() for r in records]
     if as_json:
         emit_json(rows)
         return
-    table(None, ["server", "type", "outcome", "url", "pid", "version", "note"],
-          [(r["name"], r["type"], r["outcome"], r["url"], r["pid"], r["version"], r["reason"]) for r in rows])
+    # one line per server, URL in full (a table would cut it on a narrow terminal)
+    for r in rows:
+        details = [r["url"] or "", f"pid {r['pid']}" if r["pid"] else "", r["version"] or ""]
+        if r["seconds"] is not None:
+            details.append(f"{r['seconds']:.1f} s")
+        say(f"{r['name']:<10} {r['outcome']:<16} {'  '.join(d for d in details if d)}".rstrip())
+        if r["reason"] and reasons:
+            say(f"{'':<10} {r['reason']}")
 
 
 @dev_app.command("up")
@@ -32,9 +38,12 @@ def up(only: str = typer.Option(None, "--only", help=ONLY_HELP),
     from registry.cli.output import warn
     from registry.dev import manager
 
+    from rich.console import Console
+
     cfg = config.load()
-    records = manager.up(cfg.state_dir, _only(only))
-    _render(records, as_json)
+    with Console(stderr=True).status("starting the dev servers (Neo4j takes 10-30 s)"):
+        records = manager.up(cfg.state_dir, _only(only))
+    _render(records, as_json, reasons=False)  # the reasons go to standard error, below
     failed = [r for r in records if not r.running]
     for record in failed:
         warn(f"{record.name} did not start: {record.reason}")
@@ -49,8 +58,11 @@ def down(only: str = typer.Option(None, "--only", help=ONLY_HELP),
     from registry import config
     from registry.dev import manager
 
+    from rich.console import Console
+
     cfg = config.load()
-    records = manager.down(cfg.state_dir, _only(only))
+    with Console(stderr=True).status("stopping the dev servers"):
+        records = manager.down(cfg.state_dir, _only(only))
     _render(records, as_json)
     if any(r.outcome == "failed" for r in records):
         raise typer.Exit(3)
