@@ -43,6 +43,7 @@ from registry.targets.sqlcommon import (
     CheckpointRegression,
     ForeignVersionTable,
     LockHandle,
+    LockLost,
     MirrorConflict,
     ShadowUnavailable,
     UnknownTenant,
@@ -304,6 +305,34 @@ class PostgresAdapter:
         except self.psycopg.OperationalError:
             return False
 
+    def check_lock(self) -> None:
+        """Raise ``LockLost`` if this adapter took the lock and its lock connection has since ended.
+
+        Cheap: a zero-timeout poll of the lock connection's socket; only when the server has sent
+        something unprompted (a termination notice) is the connection probed with a query.
+        """
+        if self._lock is None or self.shared_lock_connection:
+            return
+        conn = self._lock_conn
+        lost = conn is None or conn.closed or conn.broken
+        if not lost:
+            import select
+
+            try:
+                readable, _, _ = select.select([conn.fileno()], [], [], 0)
+            except (OSError, ValueError):
+                readable = [True]
+            lost = bool(readable) and not self.lock_alive()
+        if lost:
+            owner = self._lock.owner
+            self._lock = None
+            raise LockLost(
+                f"target {self.target.name}: the connection holding the lock for {owner} ended; "
+                "the lock is gone and another operator may have taken it",
+                hint="nothing more was run; run the command again (it takes the lock anew)",
+                target=self.target.name, owner=owner,
+            )
+
     def lock_holder(self) -> str | None:
         """Who holds the lock: ``owner (pid N, since T)``, or None when it is free."""
         k1, k2 = self._lock_ids()
@@ -469,6 +498,7 @@ class PostgresAdapter:
         if settings is not None:
             lock_timeout_ms = settings.lock_timeout if lock_timeout_ms is None else lock_timeout_ms
             statement_timeout_ms = settings.timeout if statement_timeout_ms is None else statement_timeout_ms
+        self.check_lock()
         conn = self.conn  # reconnects after a lost connection
         setup = self.timeout_sql(lock_timeout_ms, statement_timeout_ms, local=transactional)
         if tenant:

@@ -73,6 +73,13 @@ class UnknownTenant(ConfigError):
     """A tenant-scoped session named a schema that does not exist."""
 
 
+class LockLost(DatabaseError):
+    """The connection holding the target's lock ended (terminated, server restarted): the lock is gone.
+
+    Raised when the next session starts, so no step runs without the lock.
+    """
+
+
 class ShadowUnavailable(DatabaseError):
     """A throw-away shadow database could not be created or dropped."""
 

@@ -100,3 +100,29 @@ def test_zero_timeout_tries_once(pg_dsn):
     finally:
         a.close()
         b.close()
+
+
+def test_a_lost_lock_connection_stops_the_next_session(pg_dsn):
+    from registry.targets.sqlcommon import LockLost
+
+    a, b = adapter(pg_dsn), adapter(pg_dsn)
+    try:
+        handle = a.acquire_lock("alice", 5)
+        with a.session(transactional=True) as s:  # fine while the lock is held
+            s.query("SELECT 1")
+        with psycopg.connect(pg_dsn, autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(%s)", (handle.pid,))
+        taken = b.acquire_lock("bob", 5)  # the server released it: bob may go ahead
+        with pytest.raises(LockLost) as err:
+            with a.session(transactional=True) as s:
+                s.execute(Step("CREATE TABLE must_not_exist (id int)"))
+        assert "alice" in str(err.value)
+        assert b.conn.execute("SELECT to_regclass('must_not_exist')").fetchone()[0] is None
+        b.release_lock(taken)
+        handle = a.acquire_lock("alice", 5)  # taking it anew works
+        with a.session(transactional=True) as s:
+            s.query("SELECT 1")
+        a.release_lock(handle)
+    finally:
+        a.close()
+        b.close()
