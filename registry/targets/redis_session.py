@@ -61,24 +61,29 @@ class RedisSession:
         if not self.done and self.transactional:
             try:
                 self.rollback()
-            except IrreversibleStep:
+            except DatabaseError as undo:  # IrreversibleStep, or the server is gone too
                 if exc_type is None:
                     raise
+                if isinstance(getattr(exc, "data", None), dict):  # the step's error says more; keep both
+                    exc.data["rollback_error"] = str(undo)
 
     # -- steps
 
     def execute(self, step: Step, *, path: str | None = None) -> object:
         """Run one step now (see the class docstring for what a transactional session saves first)."""
-        if self.transactional:
-            self._save_keys(step)
         try:
+            if self.transactional:
+                self._save_keys(step)
             return self.adapter.run_step(step)
-        except StepFailed as exc:
+        except StepFailed as exc:  # name the file and line, whichever command of the step failed
             where = path or self.path
+            if exc.data.get("line") is None and step.line:
+                exc.data["line"], exc.data["step"] = step.line, step.name
+                exc.message = f"line {step.line}: {exc.message}"
             if where and where not in exc.message:
                 exc.message = f"{where}: {exc.message}"
-                exc.args = (exc.message,)
                 exc.data["path"] = where
+            exc.args = (exc.message,)
             raise
 
     def reshape(self, step: Step, cursor: int = 0):
