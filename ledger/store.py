@@ -22,14 +22,16 @@ run under ``BEGIN IMMEDIATE``; the database uses WAL with ``synchronous=FULL``.
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from base64 import b64encode as _b64e
 from pathlib import Path
 from typing import Iterable
 
 import sqlite_utils
 
 from ledger.checkpoint import parse_body, parse_checkpoint, sign_checkpoint
-from ledger.dsse import sign_payload
+from ledger.dsse import PAYLOAD_TYPE
 from ledger.errors import LedgerError
 from ledger.log import ZERO_HASH, LeafError, build_leaf, parse_leaf
 from ledger.merkle import EMPTY_ROOT, Frontier, ProofError, consistency_path, inclusion_path, \
@@ -65,6 +67,7 @@ class LedgerStore:
         self._ensure_schema()
 
     def close(self) -> None:
+        self._close_pool()
         self.conn.close()
 
     def __enter__(self) -> LedgerStore:
@@ -216,38 +219,70 @@ class LedgerStore:
                     ) -> list[bytes]:
         """Append several statements in one transaction (one fsync).
 
-        Statements are validated, canonicalised and signed before the write lock is
-        taken (an envelope does not depend on its position); with ``processes`` > 1
-        and a large batch, signing runs in that many worker processes.
+        With ``processes`` = 1 the statements are validated, canonicalised and signed
+        before the write lock is taken (an envelope does not depend on its position).
+        With ``processes`` > 1 and a batch of 1,000 or more, signing runs in a pool of
+        worker processes (kept for the store's lifetime) while this process builds and
+        inserts the leaves chunk by chunk, under the write lock.
         """
         statements = list(statements)
-        if processes > 1 and len(statements) >= 2000:
-            signed = _sign_parallel(origin, statements, signer, processes)
-        else:
-            signed = [(stmt, _sign_one(origin, stmt, signer)) for stmt in statements]
-        out: list[bytes] = []
+        if processes > 1 and len(statements) >= 1000:
+            pool = self._signing_pool(signer, processes)
+            size = max(100, -(-len(statements) // (processes * 8)))
+            chunks = [(origin, statements[i:i + size]) for i in range(0, len(statements), size)]
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self._append_signed(origin, signer.keyid, (
+                (chunk, signed) for (_, chunk), signed in zip(chunks, pool.imap(_sign_chunk, chunks))))
+        signed = [_sign_one(origin, stmt, signer) for stmt in statements]
         self.conn.execute("BEGIN IMMEDIATE")
+        return self._append_signed(origin, signer.keyid, [(statements, signed)])
+
+    def _append_signed(self, origin: str, keyid: str, parts) -> list[bytes]:
+        """Inside BEGIN IMMEDIATE: chain, hash and insert signed statements; commit."""
+        out: list[bytes] = []
         try:
             seq, prev = self.head(origin)
             frontier = self._frontier(origin, seq)
-            rows, nodes = [], []
-            keyid = signer.keyid
-            for stmt, env in signed:
-                leaf = build_leaf(seq, prev, env)
-                lh = leaf_hash(leaf)
-                rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
-                             stmt["time"], keyid))
-                for level, idx, h in frontier.append(lh):
-                    nodes.append((origin, level, idx, h))
-                out.append(leaf)
-                seq, prev = seq + 1, lh
-            self._insert(origin, rows, nodes)
+            fast = bool(_SAFE_KEYID.fullmatch(keyid))
+            for stmts, signed in parts:
+                rows, nodes = [], []
+                for stmt, (payload64, sig64) in zip(stmts, signed):
+                    if fast:  # the bytes build_leaf makes for this envelope shape, without rebuilding it
+                        leaf = (_LEAF_FMT % (payload64, keyid, sig64, _b64e(prev).decode(), seq)).encode()
+                    else:
+                        leaf = build_leaf(seq, prev, _envelope(payload64, keyid, sig64))
+                    lh = leaf_hash(leaf)
+                    rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
+                                 stmt["time"], keyid))
+                    for level, idx, h in frontier.append(lh):
+                        nodes.append((origin, level, idx, h))
+                    out.append(leaf)
+                    seq, prev = seq + 1, lh
+                self._insert(origin, rows, nodes)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             self._frontiers.pop(origin, None)
             raise
         return out
+
+    def _signing_pool(self, signer, processes: int):
+        key = (signer.seed, signer.comment, processes)
+        if getattr(self, "_pool_key", None) != key:
+            self._close_pool()
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("fork")
+            self._pool = ctx.Pool(processes, initializer=_init_worker, initargs=(signer.seed, signer.comment))
+            self._pool_key = key
+        return self._pool
+
+    def _close_pool(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        self._pool, self._pool_key = None, None
 
     def add_leaves(self, origin: str, leaves: list[bytes]) -> None:
         """Store leaves built elsewhere (a target's mirror): contiguous, chained, canonical.
@@ -367,13 +402,26 @@ class LedgerStore:
                 for w, s, r, t, n in rows]
 
 
-def _sign_one(origin: str, stmt: dict, signer) -> dict:
+def _sign_one(origin: str, stmt: dict, signer) -> tuple[str, str]:
+    """Validate, canonicalise and sign a statement: (base64 payload, base64 signature)."""
     payload = statement_bytes(stmt)
     if stmt["ledger"] != origin:
         raise StatementError(f"statement is for ledger {stmt['ledger']!r}, not {origin!r}",
                              field="ledger", expected=origin, found=stmt["ledger"],
                              hint="build the statement with ledger=<the log's origin>")
-    return sign_payload(payload, signer)
+    sig = signer.sign(b"DSSEv1 %d %s %d %s" % (len(_PTYPE), _PTYPE, len(payload), payload))
+    return _b64e(payload).decode(), _b64e(sig).decode()
+
+
+def _envelope(payload64: str, keyid: str, sig64: str) -> dict:
+    return {"payload": payload64, "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"keyid": keyid, "sig": sig64}]}
+
+
+_PTYPE = PAYLOAD_TYPE.encode()
+_SAFE_KEYID = re.compile(r"[A-Za-z0-9+/:=_.@-]*")
+_LEAF_FMT = ('{"envelope":{"payload":"%s","payloadType":"' + PAYLOAD_TYPE + '","signatures":[{"keyid":"%s",'
+             '"sig":"%s"}]},"prev":"%s","seq":%d,"v":1}')
 
 
 _worker: dict = {}
@@ -385,20 +433,9 @@ def _init_worker(seed: bytes, comment: str) -> None:
     _worker["signer"] = Signer.from_seed(seed, comment)
 
 
-def _sign_chunk(args: tuple[str, list[dict]]) -> list[dict]:
+def _sign_chunk(args: tuple[str, list[dict]]) -> list[tuple[str, str]]:
     origin, chunk = args
     return [_sign_one(origin, stmt, _worker["signer"]) for stmt in chunk]
-
-
-def _sign_parallel(origin: str, statements: list[dict], signer, processes: int) -> list[tuple[dict, dict]]:
-    import multiprocessing
-
-    size = -(-len(statements) // (processes * 4))
-    chunks = [(origin, statements[i:i + size]) for i in range(0, len(statements), size)]
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(processes, initializer=_init_worker, initargs=(signer.seed, signer.comment)) as pool:
-        envelopes = [env for part in pool.map(_sign_chunk, chunks) for env in part]
-    return list(zip(statements, envelopes))
 
 
 __all__ = ["LedgerStore", "StoreError", "ForkError", "LeafError"]

@@ -157,21 +157,29 @@ def _check_signatures(origin: str, pending: list, trust: Trust, add) -> None:
                 add(Finding(origin, pos, f"envelope.signatures[{i}]", expected, keyid, verdict, text))
 
 
-def _scan_job(args: tuple) -> tuple:
-    return _scan(*args)
+_shared: dict = {}  # set before forking workers, so leaves are inherited rather than pickled
+
+
+def _scan_job(bounds: tuple[int, int]) -> tuple:
+    origin, leaves, trust = _shared["job"]
+    first, last = bounds
+    return _scan(origin, first, leaves[first:last], trust)
 
 
 def scan_leaves(origin: str, leaves: Sequence[bytes], trust: Trust, processes: int = 1):
-    """Run the per-leaf checks, in ``processes`` worker processes when > 1."""
+    """Run the per-leaf checks, in ``processes`` forked worker processes when > 1."""
     if processes <= 1 or len(leaves) < 4000:
         return _scan(origin, 0, leaves, trust)
     import multiprocessing
 
     chunk = -(-len(leaves) // (processes * 4))
-    jobs = [(origin, i, leaves[i:i + chunk], trust) for i in range(0, len(leaves), chunk)]
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(processes) as pool:
-        parts = pool.map(_scan_job, jobs)
+    bounds = [(i, min(i + chunk, len(leaves))) for i in range(0, len(leaves), chunk)]
+    _shared["job"] = (origin, leaves, trust)
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            parts = pool.map(_scan_job, bounds)
+    finally:
+        _shared.pop("job", None)
     rows: list = []
     findings: list[Finding] = []
     for r, f in parts:

@@ -144,3 +144,12 @@ def test_checkpoint_refuses_to_sign_over_a_rewritten_prefix(store):
     store.add_checkpoint(sign_checkpoint(O, 3, bytes(32), A))  # a checkpoint of another history
     with pytest.raises(ForkError, match="no longer match"):
         store.checkpoint(O, A)
+
+
+def test_parallel_signing_gives_the_same_leaves(tmp_path):
+    xs = stmts(1500)
+    with LedgerStore(tmp_path / "a.db") as one, LedgerStore(tmp_path / "b.db") as two:
+        assert one.append_many(O, xs, A) == two.append_many(O, xs, A, processes=2)
+        assert one.root(O) == two.root(O)
+        two.append_many(O, stmts(1200, 1500), A, processes=2)  # the pool is reused
+        assert two.size(O) == 2700
