@@ -91,6 +91,7 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
         yield Progress("planned", total=len(runnable), message=f"{len(runnable)} phase(s) to apply",
                        data={"plan": plan.as_dict()})
         skipped_contracts = set()
+        checked: dict = {}
         for e in plan.entries:
             if e.needs_confirmation:
                 skipped_contracts.add((e.target, e.migration.id))
@@ -105,7 +106,7 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
                                message=f"{entry.migration.id} {entry.phase} waits for a contract not confirmed")
                 continue
             check = getattr(eng.adapters[entry.target], "lock_alive", None)
-            if check is not None and not check():
+            if check is not None and _due(checked, entry.target) and not check():
                 from registry.targets.base import LockTimeout
 
                 raise LockTimeout(f"the lock on target {entry.target} was lost (its connection ended)",
@@ -119,6 +120,17 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
                 pass
         finally:
             eng.close()
+
+
+def _due(checked: dict, target: str, every_s: float = 1.0) -> bool:
+    """Whether to ask the adapter again if its lock is still held (at most once a second per target)."""
+    import time
+
+    now = time.monotonic()
+    if now - checked.get(target, -every_s) >= every_s:
+        checked[target] = now
+        return True
+    return False
 
 
 def _depends_on_skipped(entry, skipped: set) -> bool:

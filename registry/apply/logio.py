@@ -68,6 +68,7 @@ class TargetLog:
     size: int = 0
     prev: bytes = b"\x00" * 32
     staged: list = field(default_factory=list)
+    deferred: list = field(default_factory=list)
     appended: int = 0
     defer_catalog: bool = True
     unflushed: list = field(default_factory=list)
@@ -123,14 +124,32 @@ class TargetLog:
         return leaf, stmt["event_id"]
 
     def stage(self, session, type: str, migration=None, details: dict | None = None,
-              refs: list[str] | None = None) -> str:
-        """Append an event's mirror row in ``session``; it counts once the session commits."""
+              refs: list[str] | None = None, *, defer: bool = False) -> str:
+        """Append an event's mirror row in ``session``; it counts once the session commits.
+
+        ``defer=True`` keeps the row until :meth:`write_deferred` (or the next non-deferred stage),
+        so the rows of one transaction travel together (one round trip where the adapter allows).
+        """
+        leaf, event_id = self.build(type, migration, details, refs)
+        self.deferred.append(leaf)
+        self.staged.append(leaf)
+        if not defer:
+            self.write_deferred(session)
+        return event_id
+
+    def write_deferred(self, session) -> None:
         from registry.targets.base import mirror_row_from_leaf
 
-        leaf, event_id = self.build(type, migration, details, refs)
-        session.append_mirror(mirror_row_from_leaf(leaf))
-        self.staged.append(leaf)
-        return event_id
+        if not self.deferred:
+            return
+        rows = [mirror_row_from_leaf(leaf) for leaf in self.deferred]
+        self.deferred = []
+        many = getattr(session, "append_mirrors", None)
+        if many is not None and len(rows) > 1:
+            many(rows)
+        else:
+            for row in rows:
+                session.append_mirror(row)
 
     def committed(self) -> None:
         """The session holding the staged rows committed: the events happened."""
@@ -145,6 +164,7 @@ class TargetLog:
     def discard(self) -> None:
         """The session rolled back: forget its staged rows and rewind to the last committed head."""
         self.staged = []
+        self.deferred = []
         self.flush()
         self.size, self.prev = self.store.head(self.origin)
 

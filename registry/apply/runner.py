@@ -208,7 +208,7 @@ def _run_transactional(log, adapter, entry):
         try:
             with _session(adapter, True, entry) as s:
                 sid = log.stage(s, "apply_started", m, _phase_details(entry, steps=total, txmode=m.txmode,
-                                                                      attempt=attempt))
+                                                                      attempt=attempt), defer=True)
                 bad = check_rules(s, entry, "pre", adapter.kind)
                 if bad is None:
                     for i, step in enumerate(entry.steps):
@@ -222,7 +222,8 @@ def _run_transactional(log, adapter, entry):
                 ms = int((time.monotonic() - t0) * 1000)
                 log.stage(s, "apply_succeeded", m, _phase_details(
                     entry, execution_time_ms=ms, steps=total, rollback_available=bool(m.rollback.get(entry.phase))),
-                    refs=[sid])
+                    refs=[sid], defer=True)
+                log.write_deferred(s)
                 s.commit()
             log.committed()
             yield Progress("phase_succeeded", entry.target, m.id, entry.phase, entry.tenant, total, total,

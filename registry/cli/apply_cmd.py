@@ -17,9 +17,11 @@ def _render(records, as_json: bool) -> list[dict]:
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True, disable=as_json or not console.is_terminal)
     tasks: dict = {}
+    out = console.file
     with bars:
         for rec in records:
-            seen.append(rec.as_dict())
+            if as_json:
+                seen.append(rec.as_dict())
             key = (rec.target, rec.migration, rec.phase, rec.tenant)
             if rec.event == "phase_started":
                 label = f"{rec.target}: {rec.migration} {rec.phase}" + (f" [{rec.tenant}]" if rec.tenant else "")
@@ -38,7 +40,11 @@ def _render(records, as_json: bool) -> list[dict]:
                     "rollback_started": "rolling back ", "planned": "", "finished": "", "synced": "",
                     "checkpoint_written": ""}.get(rec.event, "")
             where = f"[{rec.target}] " if rec.target else ""
-            console.print(f"{mark}{where}{rec.message}", highlight=False, markup=False)
+            line = f"{mark}{where}{rec.message}\n"
+            if bars.live.is_started:
+                console.print(line, end="", highlight=False, markup=False)
+            else:
+                out.write(line)
     return seen
 
 
