@@ -46,13 +46,17 @@ class Objects:
 
         self.repo = Repo(repo_path)
         self.store = self.repo.object_store
-        self._packs = list(getattr(self.store, "packs", []))  # read directly: skips per-read bookkeeping
+        from registry.discovery.packs import PackReader
+
+        self._readers = [PackReader(p, self.store.get_raw) for p in getattr(self.store, "packs", [])]
         self._parse_tree = parse_tree
         self._trees: dict[bytes, frozenset] = {}
         self._cap = tree_cache
         self.reads = 0
 
     def close(self) -> None:
+        for r in self._readers:
+            r.close()
         self.repo.close()
 
     def raw(self, sha: str) -> tuple[int, bytes]:
@@ -62,15 +66,10 @@ class Objects:
     def _get(self, hexsha: bytes) -> tuple[int, bytes]:
         """An object's type and bytes, straight from the pack that holds it (else the object store)."""
         binsha = bytes.fromhex(hexsha.decode("ascii"))
-        for pack in self._packs:
-            try:
-                offset = pack.index.object_offset(binsha)
-            except KeyError:
-                continue
-            kind, obj = pack.data.get_object_at(offset)
-            kind, chunks = pack.resolve_object(offset, kind, obj)
-            return kind, chunks if isinstance(chunks, bytes) else b"".join(chunks)
-        return self.store.get_raw(hexsha)
+        for reader in self._readers:
+            if binsha in reader.offsets:
+                return reader.get(binsha)
+        return self.store.get_raw(hexsha)  # loose objects
 
     def commit(self, sha: str) -> CommitInfo:
         _, raw = self.raw(sha)

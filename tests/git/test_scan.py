@@ -248,3 +248,17 @@ def test_registered_migrations_for_the_engine(seed_project):
     assert users.database == "postgresql" and "CREATE TABLE users" in users.phases["expand"][0].content
     traces = next(m for m in got if active[m.id]["path"].endswith("20240110_create_traces.sql"))
     assert traces.database == "timescale"
+
+
+def test_packed_repository_scans_like_a_loose_one(seed_project, tmp_path, monkeypatch):
+    loose, _ = scan()
+    seedrepo.git(seed_project.root, "repack", "-adq", "--depth=50", "--window=10")
+    monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "packed" / "catalog.db"))
+    packed, _ = scan()
+    assert not list((seed_project.root / ".git" / "objects").glob("[0-9a-f][0-9a-f]/*"))  # all packed
+
+    def strip(ms):
+        return [{k: v for k, v in m.items() if k != "lineages"} for m in ms]
+
+    assert strip(packed.migrations) == strip(loose.migrations)
+    assert packed.findings == loose.findings
