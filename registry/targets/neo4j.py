@@ -253,7 +253,8 @@ class Neo4jAdapter:
         self.target = target
         self.url = url
         self.options = dict(target.options or {})
-        self.database = self.options.get("database") or None
+        # the database: option `database`, else the URL's path (bolt://host:7687/graphs), else the default
+        self.database = self.options.get("database") or urlsplit(url).path.strip("/") or None
         self.lease_ms = int(self.options.get("lock_lease_ms", DEFAULT_LEASE_MS))
         self.lock_name = str(self.options.get("lock_name", target.name))
         self.driver = None

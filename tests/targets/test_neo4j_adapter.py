@@ -403,3 +403,14 @@ def test_server_killed_mid_migration(private_neo4j):
         assert [r.leaf for r in b.mirror_rows(ORIGIN)] == leaves
     finally:
         b.close()
+
+
+def test_url_credentials_and_database_path():
+    from registry.targets.neo4j import split_url
+
+    assert split_url("bolt://neo4j:p%40ss@graph:7687/sales") == ("bolt://graph:7687", ("neo4j", "p@ss"))
+    assert split_url("neo4j+s://graph.example.org") == ("neo4j+s://graph.example.org", None)
+    a = Neo4jAdapter(Target(name="g", type="neo4j", url="bolt://h:7687/sales", source="t"), "bolt://h:7687/sales")
+    assert a.database == "sales"
+    with pytest.raises(Exception, match="not a Neo4j URL"):
+        split_url("http://graph:7474")
