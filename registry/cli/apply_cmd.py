@@ -57,7 +57,7 @@ def plan_cmd(
     """Show the pending phases per target, in the order `mreg apply` would run them."""
     from registry import config
     from registry.apply import compute_plan
-    from registry.cli.output import emit_json, say, table, warn
+    from registry.cli.output import emit_json, say, warn
 
     plan, notices = compute_plan(config.load(), target=target, phase=phase, to=to)
     if as_json:
@@ -67,10 +67,12 @@ def plan_cmd(
         warn(n.message)
     if not plan.entries:
         say("nothing to apply")
-    else:
-        table("plan", ["#", "target", "migration", "phase", "tenant", "steps", "note"],
-              [(i + 1, e.target, e.migration.id, e.phase, e.tenant, len(e.steps), _note(e))
-               for i, e in enumerate(plan.entries)])
+    width = max((len(e.target) for e in plan.entries), default=0)
+    for i, e in enumerate(plan.entries):
+        tenant = f" [{e.tenant}]" if e.tenant else ""
+        note = _note(e)
+        say(f"{i + 1:>3}. {e.target:<{width}}  {e.migration.id}  {e.phase}{tenant}  "
+            f"({len(e.steps)} step{'s' if len(e.steps) != 1 else ''})" + (f"  — {note}" if note else ""))
     for b in plan.blocked:
         warn(f"{b.target}: {b.migration} {b.phase} blocked: {b.reason}")
 
