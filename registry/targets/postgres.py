@@ -195,6 +195,8 @@ class PostgresAdapter:
     def connect(self) -> None:
         """Open the main connection; ``DatabaseError`` naming the target if unreachable."""
         if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None and self._lock is not None and self.shared_lock_connection:
+                self._lock_lost()  # the lock lived on this connection: never reconnect silently
             self._conn = self._connect("main")
             self._mirror_ready = False
             self.after_connect(self._conn)
@@ -311,7 +313,11 @@ class PostgresAdapter:
         Cheap: a zero-timeout poll of the lock connection's socket; only when the server has sent
         something unprompted (a termination notice) is the connection probed with a query.
         """
-        if self._lock is None or self.shared_lock_connection:
+        if self._lock is None:
+            return
+        if self.shared_lock_connection:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._lock_lost()
             return
         conn = self._lock_conn
         lost = conn is None or conn.closed or conn.broken
@@ -324,14 +330,17 @@ class PostgresAdapter:
                 readable = [True]
             lost = bool(readable) and not self.lock_alive()
         if lost:
-            owner = self._lock.owner
-            self._lock = None
-            raise LockLost(
-                f"target {self.target.name}: the connection holding the lock for {owner} ended; "
-                "the lock is gone and another operator may have taken it",
-                hint="nothing more was run; run the command again (it takes the lock anew)",
-                target=self.target.name, owner=owner,
-            )
+            self._lock_lost()
+
+    def _lock_lost(self) -> None:
+        owner = self._lock.owner if self._lock else "this operator"
+        self._lock = None
+        raise LockLost(
+            f"target {self.target.name}: the connection holding the lock for {owner} ended; "
+            "the lock is gone and another operator may have taken it",
+            hint="nothing more was run; run the command again (it takes the lock anew)",
+            target=self.target.name, owner=owner,
+        )
 
     def lock_holder(self) -> str | None:
         """Who holds the lock: ``owner (pid N, since T)``, or None when it is free."""

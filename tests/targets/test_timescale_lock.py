@@ -71,3 +71,26 @@ def test_lock_survives_sessions_and_is_reentrant_for_its_holder(timescale_dsn):
         assert not a.lock_alive()
     finally:
         a.close()
+
+
+def test_a_lost_connection_loses_the_lock_and_is_never_silently_reopened(timescale_dsn):
+    from registry.targets.sqlcommon import LockLost
+
+    a = adapter(timescale_dsn)
+    a.connect()
+    try:
+        a.acquire_lock("alice", 1)
+        if not a.single_connection:
+            pytest.skip("a real server keeps the lock on its own connection (see test_postgres_lock.py)")
+        a._conn.pgconn.finish()  # the dev server dropped us (idle timeout, restart)
+        with pytest.raises(LockLost) as err:
+            with a.session(transactional=True) as s:
+                s.query("SELECT 1")
+        assert "alice" in str(err.value)
+        assert not a.lock_alive()
+        a.connect()  # without a lock, reconnecting is fine; taking the lock anew works
+        handle = a.acquire_lock("alice", 1)
+        assert a.lock_holder().startswith("alice")
+        a.release_lock(handle)
+    finally:
+        a.close()
