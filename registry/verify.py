@@ -4,6 +4,9 @@
 part of mreg adds its own (the ledger's logs here; mirrors and file
 checksums are added by the apply engine). ``verify_all`` runs them all.
 
+``ANCHOR_SOURCES`` lists where else checkpoints are kept (Git ``refs/notes/mreg``
+here); every log must be consistent with all of them.
+
 This module also resolves the ledger's files from the configuration
 (``LedgerContext``), so commands share one way to open the catalog's logs:
 
@@ -85,8 +88,57 @@ class LedgerContext:
         return load_signer(self.cfg.key.value)
 
 
+def split_checkpoints(text: str) -> list[str]:
+    """Checkpoint notes written one after another, separated by blank lines (as in Git notes)."""
+    notes, body = [], None
+    for para in text.strip("\n").split("\n\n"):
+        if para.startswith("\u2014 ") and body is not None:
+            notes.append(body + "\n\n" + para + "\n")
+            body = None
+        else:
+            body = para
+    return notes
+
+
+def git_note_anchors(cfg: Config) -> list[str]:
+    """Every checkpoint ever stored under Git ``refs/notes/mreg`` (one note per commit)."""
+    import subprocess
+
+    root = Path(cfg.root)
+    if not (root / ".git").exists():
+        return []
+    try:
+        listed = subprocess.run(["git", "notes", "--ref=mreg", "list"], cwd=root, capture_output=True,
+                                text=True, timeout=30)
+        blobs = sorted({line.split()[0] for line in listed.stdout.splitlines() if line.strip()})
+        if listed.returncode != 0 or not blobs:
+            return []
+        cat = subprocess.run(["git", "cat-file", "--batch"], cwd=root, input="\n".join(blobs) + "\n",
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    notes, out = [], cat.stdout
+    while out:
+        header, _, rest = out.partition("\n")
+        parts = header.split()
+        if len(parts) != 3:
+            break
+        size = int(parts[2])
+        notes.extend(split_checkpoints(rest[:size]))
+        out = rest[size + 1:]
+    return notes
+
+
+# Where else checkpoints of the logs are kept; each source returns signed checkpoint notes.
+# A log must be consistent with all of them (a truncated or rewritten catalog is caught even
+# if its own checkpoints were replaced). The apply engine compares the targets' mirrors.
+ANCHOR_SOURCES: list[Callable[[Config], list[str]]] = [git_note_anchors]
+
+
 def check_ledger(cfg: Config, *, processes: int | None = None) -> list[Check]:
-    """One check per log in the catalog: leaves, chain, signatures, checkpoints."""
+    """One check per log in the catalog: leaves, chain, signatures, checkpoints and anchors."""
+    from ledger.checkpoint import CheckpointError, parse_checkpoint
+    from ledger.note import NoteError
     from ledger.verify import default_processes, verify_log
 
     ctx = LedgerContext(cfg)
@@ -94,10 +146,18 @@ def check_ledger(cfg: Config, *, processes: int | None = None) -> list[Check]:
         return [Check("ledger", "catalog", True, warnings=[f"no catalog at {cfg.catalog.value} yet"])]
     trust = ctx.trust()
     policy = ctx.policy(trust)
+    anchors: dict[str, list[str]] = {}
+    for source in ANCHOR_SOURCES:
+        for note in source(cfg):
+            try:
+                anchors.setdefault(parse_checkpoint(note).origin, []).append(note)
+            except (CheckpointError, NoteError):
+                continue
     out = []
     with ctx.store() as store:
-        for origin in store.origins():
-            report = verify_log(origin, store.leaves(origin), store.checkpoints(origin), trust, policy,
+        for origin in sorted(set(store.origins()) | set(anchors)):
+            notes = store.checkpoints(origin) + anchors.get(origin, [])
+            report = verify_log(origin, store.leaves(origin), notes, trust, policy,
                                 processes=processes or default_processes())
             out.append(Check("ledger", origin, report.ok,
                              failures=[f.line() for f in report.errors],

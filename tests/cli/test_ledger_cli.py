@@ -111,3 +111,36 @@ def test_prove_export_and_audit(project, tmp_path, capsys):
     leaves.write_bytes(b"\n".join(leaves.read_bytes().split(b"\n")[:3]) + b"\n")  # truncate
     code, out, _ = mreg_out(capsys, "audit", str(bundle))
     assert code == 1 and "truncated: log=demo/registry" in out
+
+
+def test_verify_uses_git_notes_as_anchors(project, capsys):
+    import os
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True, env=env)
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "c1"], cwd=project, check=True, env=env)
+    assert mreg("keys", "generate", "--comment", "alice@example.com") == 0
+    from ledger.keys import Signer
+    for n in range(4):
+        assert mreg("keys", "trust", Signer.generate().public_line, "--principal", f"p{n}") == 0
+    from ledger.store import LedgerStore
+    with LedgerStore(project / "catalog.db") as store:
+        note = store.latest_checkpoint("demo/registry")
+    subprocess.run(["git", "notes", "--ref=mreg", "add", "-f", "-F", "-", "HEAD"], cwd=project, check=True,
+                   input=note, text=True, env=env)
+    assert mreg("verify") == 0
+    # an attacker truncates catalog.db and replaces its checkpoints with a valid re-signed one
+    conn = sqlite3.connect(project / "catalog.db")
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DELETE FROM ledger_leaves WHERE seq >= 2")
+    conn.execute("DELETE FROM ledger_nodes WHERE idx * (1 << level) + (1 << level) > 2")
+    conn.execute("DELETE FROM ledger_checkpoints")
+    conn.commit()
+    conn.close()
+    from ledger.keys import load_signer
+    with LedgerStore(project / "catalog.db") as store:
+        store.checkpoint("demo/registry", load_signer(os.environ["MREG_KEY"]))
+    code, out, _ = mreg_out(capsys, "verify")
+    assert code == 1 and "truncated: log=demo/registry seq=2 field=size expected=>= 4 found=2" in out
