@@ -120,7 +120,12 @@ class State:
             if ch.new is None:
                 deletes[ch.path] = ch.old
             elif ch.old is None:
-                adds[ch.path] = ch.new
+                key = self.files.get(ch.path)
+                if key:  # a merge brings in a file a side branch already added: known, maybe changed
+                    if self.lineages[key].blob != ch.new[1]:
+                        self._revise(objects, self.lineages[key], ch.path, ch.new, commit, date)
+                else:
+                    adds[ch.path] = ch.new
             else:
                 key = self.files.get(ch.path)
                 if key:

@@ -262,3 +262,21 @@ def test_packed_repository_scans_like_a_loose_one(seed_project, tmp_path, monkey
 
     assert strip(packed.migrations) == strip(loose.migrations)
     assert packed.findings == loose.findings
+
+
+def test_a_merge_does_not_duplicate_what_a_branch_added(seed_project):
+    root = seed_project.root
+    seedrepo.git(root, "checkout", "-q", "-b", "side")
+    seedrepo.write_commit(root, seedrepo.ALICE, "2024-05-01T00:00:00Z",
+                          {"db/migrations/V40__side.sql": "CREATE TABLE side (id int);\n"}, {}, "side")
+    seedrepo.git(root, "checkout", "-q", "main")
+    seedrepo.write_commit(root, seedrepo.BOB, "2024-05-02T00:00:00Z",
+                          {"db/migrations/V41__main.sql": "CREATE TABLE main_t (id int);\n"}, {}, "main")
+    seedrepo.git(root, "merge", "-q", "--no-edit", "--no-ff", "side",
+                 env=seedrepo.commit_env(seedrepo.BOB, "2024-05-03T00:00:00Z"))
+    result, _ = scan()
+    side = [m for m in result.migrations if any(p.endswith("V40__side.sql") for p in m["paths"])]
+    assert len(side) == 1 and len(side[0]["revisions"]) == 1
+    assert side[0]["paths"] == ["db/migrations/V40__side.sql"]
+    assert not [f for f in result.findings if "V40__side.sql" in " ".join(f["paths"])]
+    assert side[0]["first_commit"]["date"] == "2024-05-01T00:00:00Z"
