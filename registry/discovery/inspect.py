@@ -95,6 +95,10 @@ def _script(path: str, data: bytes, text: str, naming: rules.Naming, checksum: s
         out["error"] = problem
     if out["type"] is None:
         out["type"] = infer_type(text, naming.kind, migration=parsed)
+    if parsed is not None and naming.kind == "python":  # a Migration(...) object: its own fields
+        out.update(database=parsed.database, declared_id=parsed.id, version=parsed.version,
+                   dependencies=list(parsed.dependencies), name=parsed.name or naming.description,
+                   description=parsed.description, author=parsed.author)
     return out
 
 

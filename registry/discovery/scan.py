@@ -56,6 +56,7 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
     try:
         if full:
             store.reset(conn)
+        store.ensure_root(conn, root)
         state = store.load(conn)
         heads: dict[str, str] = {}
         reads = 0

@@ -25,8 +25,9 @@ CREATE TABLE IF NOT EXISTS scan_lineages (key INTEGER PRIMARY KEY, id TEXT NOT N
 CREATE TABLE IF NOT EXISTS scan_files (path TEXT PRIMARY KEY, lineage INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scan_parsed (key TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scan_errors (path TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
-TABLES = ("scan_refs", "scan_commits", "scan_lineages", "scan_files", "scan_parsed", "scan_errors")
+TABLES = ("scan_refs", "scan_commits", "scan_lineages", "scan_files", "scan_parsed", "scan_errors", "scan_meta")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -74,6 +75,20 @@ def save(conn: sqlite3.Connection, state: State, heads: dict[str, str]) -> None:
     state.dirty_lineages.clear()
     state.new_parsed.clear()
     state.new_commits.clear()
+
+
+def ensure_root(conn: sqlite3.Connection, root: Path) -> bool:
+    """Tie the scan's memory to one repository; forget it (return True) when ``root`` differs."""
+    row = conn.execute("SELECT value FROM scan_meta WHERE key = 'root'").fetchone()
+    here = str(Path(root).resolve())
+    if row is not None and row[0] == here:
+        return False
+    forgot = row is not None
+    if forgot:
+        reset(conn)
+    with conn:
+        conn.execute("INSERT OR REPLACE INTO scan_meta (key, value) VALUES ('root', ?)", (here,))
+    return forgot
 
 
 def reset(conn: sqlite3.Connection) -> None:

@@ -280,3 +280,30 @@ def test_a_merge_does_not_duplicate_what_a_branch_added(seed_project):
     assert side[0]["paths"] == ["db/migrations/V40__side.sql"]
     assert not [f for f in result.findings if "V40__side.sql" in " ".join(f["paths"])]
     assert side[0]["first_commit"]["date"] == "2024-05-01T00:00:00Z"
+
+
+def test_canonical_python_and_redis_migrations(empty_project):
+    root = empty_project.root
+    py = '''migration = Migration(
+    id="20251122_100000_schema_add_graph_index",
+    name="Graph index",
+    type="neo4j",
+    version="1.3.0",
+    dependencies=[],
+    phases={"expand": [Step(id="idx", type="cypher",
+                            content="CREATE INDEX e_name IF NOT EXISTS FOR (e:Entity) ON (e.name)")]},
+)
+'''
+    redis = "# Migration: session keys\n# Version: 1.0.0\n# Database: redis\nSET mreg:demo 1\n"
+    seedrepo.write_commit(root, seedrepo.ALICE, "2025-11-22T10:00:00Z", {
+        "migrations/20251122_100000_schema_add_graph_index.py": py,
+        "migrations/20251122_110000_data_session_keys.redis": redis,
+        "migrations/helpers.py": "def f():\n    return 1\n",
+    }, {}, "py and redis")
+    result, _ = scan()
+    by_path = {m["path"]: m for m in result.migrations}
+    assert set(by_path) == {"migrations/20251122_100000_schema_add_graph_index.py",
+                            "migrations/20251122_110000_data_session_keys.redis"}
+    assert by_path["migrations/20251122_100000_schema_add_graph_index.py"]["database"] == "neo4j"
+    assert by_path["migrations/20251122_100000_schema_add_graph_index.py"]["version"] == "1.3.0"
+    assert by_path["migrations/20251122_110000_data_session_keys.redis"]["database"] == "redis"
