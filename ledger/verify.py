@@ -222,6 +222,7 @@ def _check_checkpoints(report: LogReport, tree: MemoryTree, notes: Iterable[str]
     origin, add = report.origin, report.findings.append
     roots: dict[int, bytes] = {}
     best: int | None = None
+    witnessed: set[int] = set()  # sizes with a checkpoint cosigned by the policy's quorum
     for note_text in dict.fromkeys(notes):
         try:
             cp = parse_checkpoint(note_text)
@@ -231,7 +232,9 @@ def _check_checkpoints(report: LogReport, tree: MemoryTree, notes: Iterable[str]
             continue
         last = cp.size - 1 if cp.size else None
         try:
-            verify_checkpoint(note_text, policy.keys_for(origin), policy.witnesses, policy.quorum, origin)
+            vc = verify_checkpoint(note_text, policy.keys_for(origin), policy.witnesses, 0, origin)
+            if len(vc.witnesses) >= policy.quorum:
+                witnessed.add(cp.size)
         except (CheckpointError, NoteError) as exc:
             add(Finding(origin, last, exc.data.get("field") or "checkpoint", exc.data.get("expected")
                         or "signature by a policy log key", exc.data.get("found"), "checkpoint-signature",
@@ -254,6 +257,10 @@ def _check_checkpoints(report: LogReport, tree: MemoryTree, notes: Iterable[str]
                         base64.b64encode(actual).decode(), "rewritten",
                         f"the first {cp.size} leaves no longer hash to the checkpoint's root"))
     report.checkpoint_size = best
+    if best is not None and policy.quorum and best not in witnessed:
+        add(Finding(origin, best - 1 if best else None, "cosignature", f"{policy.quorum} witness cosignature(s)",
+                    "fewer", "checkpoint-signature",
+                    f"the latest checkpoint (size {best}) lacks the policy's witness quorum"))
     if tree.size and (best is None or best < tree.size):
         add(Finding(origin, tree.size - 1, "checkpoint", tree.size, best, "unanchored",
                     "leaves after the last signed checkpoint", severity="warning"))

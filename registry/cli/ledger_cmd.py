@@ -180,6 +180,29 @@ def ledger_prove(
     say(text.rstrip("\n"))
 
 
+@ledger_app.command("cosign")
+def ledger_cosign(
+    key: Path = typer.Option(..., "--key", help="The witness's Ed25519 private key (OpenSSH file)."),
+    name: str = typer.Option(..., "--name", help="The witness's key name, e.g. witness.example.com/w1."),
+    origin: Optional[str] = typer.Option(None, "--origin", help="A log's origin or target name (default: registry)."),
+) -> None:
+    """Cosign a log's latest checkpoint as a witness (cosignature/v1), after checking consistency."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.keys import load_signer
+    from ledger.note import ALG_COSIGNATURE_V1, verifier_key
+    from ledger.witness import cosign_latest
+    from registry.cli.output import say
+
+    ctx = _ctx()
+    witness = load_signer(key)
+    with ctx.store() as store:
+        note = cosign_latest(store, _origin(ctx, origin), name, Ed25519PrivateKey.from_private_bytes(witness.seed),
+                             ctx.policy())
+    say(note.rstrip("\n"))
+    say(f"# policy line for this witness: witness {verifier_key(name, witness.public, ALG_COSIGNATURE_V1)}")
+
+
 @ledger_app.command("export")
 def ledger_export(out: Path = typer.Argument(..., help="A new or empty directory.")) -> None:
     """Write an audit bundle: leaves, checkpoints, proofs, allowed signers, policy."""

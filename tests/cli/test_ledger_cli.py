@@ -144,3 +144,23 @@ def test_verify_uses_git_notes_as_anchors(project, capsys):
         store.checkpoint("demo/registry", load_signer(os.environ["MREG_KEY"]))
     code, out, _ = mreg_out(capsys, "verify")
     assert code == 1 and "truncated: log=demo/registry seq=2 field=size expected=>= 4 found=2" in out
+
+
+def test_witness_cosign_and_policy_quorum(project, tmp_path, capsys):
+    assert mreg("keys", "generate", "--comment", "alice@example.com") == 0
+    from ledger.keys import Signer
+    assert mreg("keys", "trust", Signer.generate().public_line, "--principal", "bob") == 0
+    wkey = tmp_path / "witness"
+    Signer.generate("w").save(wkey)
+    code, out, _ = mreg_out(capsys, "ledger", "cosign", "--key", str(wkey), "--name", "w.example/1")
+    assert code == 0
+    policy_line = out.strip().splitlines()[-1].split(": ", 1)[1]
+    pub = (project / ".mreg" / "allowed_signers").read_text().split("\n")[0].split(" ", 1)[1]
+    (project / ".mreg" / "policy").write_text(f"log {pub}\n{policy_line}\nquorum 1\n")
+    assert mreg("verify") == 0
+    # one more append: its checkpoint has no cosignature yet, so the policy's quorum fails
+    assert mreg("keys", "trust", Signer.generate().public_line, "--principal", "carol") == 0
+    code, out, _ = mreg_out(capsys, "verify")
+    assert code == 1 and "checkpoint-signature: log=demo/registry seq=1 field=cosignature" in out
+    assert mreg("ledger", "cosign", "--key", str(wkey), "--name", "w.example/1") == 0
+    assert mreg("verify") == 0

@@ -153,3 +153,37 @@ def test_parallel_signing_gives_the_same_leaves(tmp_path):
         assert one.root(O) == two.root(O)
         two.append_many(O, stmts(1200, 1500), A, processes=2)  # the pool is reused
         assert two.size(O) == 2700
+
+
+def test_witness_cosigns_only_consistent_growth_and_quorum_counts(store):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.note import ALG_COSIGNATURE_V1, verifier_key
+    from ledger.policy import Policy
+    from ledger.verify import verify_log
+    from ledger.witness import WitnessError, cosign_latest
+
+    wkey = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
+    wpub = Signer.from_seed(bytes([9]) * 32).public
+    tr = Trust(parse_allowed_signers(f"alice {A.public_line}"))
+    from ledger.note import parse_verifier
+
+    policy = Policy(log_keys=[A.public], witnesses=[parse_verifier(verifier_key("w.example/1", wpub,
+                                                                               ALG_COSIGNATURE_V1))], quorum=1)
+    store.append_many(O, stmts(5), A)
+    store.checkpoint(O, A)
+    report = verify_log(O, store.leaves(O), store.checkpoints(O), tr, policy)
+    assert any(f.kind == "checkpoint-signature" and f.field == "cosignature" for f in report.errors)
+    note = cosign_latest(store, O, "w.example/1", wkey, policy, now=1_800_000_000)
+    assert note.count("\n\u2014 ") == 2
+    report = verify_log(O, store.leaves(O), [note], tr, policy)
+    assert report.ok, [f.line() for f in report.errors]
+    store.append_many(O, stmts(3, 5), A)
+    store.checkpoint(O, A)
+    cosign_latest(store, O, "w.example/1", wkey, policy, now=1_800_000_100)  # consistent growth
+    assert [w["size"] for w in store.witness_state(O)] == [5, 8]
+    # a witness that saw another root at size 8 refuses
+    store.conn.execute("INSERT INTO ledger_witness_state (origin, witness, size, root, timestamp, note) "
+                       "VALUES (?, 'w.example/2', 8, ?, 0, '')", (O, bytes(32)))
+    with pytest.raises(WitnessError, match="does not extend"):
+        cosign_latest(store, O, "w.example/2", wkey, policy)
