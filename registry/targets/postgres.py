@@ -48,9 +48,11 @@ from registry.targets.sqlcommon import (
     ShadowUnavailable,
     UnknownTenant,
     bind_range,
+    db_error,
     lock_key,
     mirror_params,
     row_from_record,
+    server_errors,
     step_failed,
 )
 
@@ -116,6 +118,7 @@ class PgSession:
             raise step_failed(exc, Step(content=text, name="query"), target=self.adapter.target.name,
                               path=self.path) from None
 
+    @server_errors("setting timeouts")
     def set_timeouts(self, lock_timeout_ms: int | None = None, statement_timeout_ms: int | None = None) -> None:
         """Change ``lock_timeout``/``statement_timeout`` for the rest of the session (0 = none)."""
         sets = self.adapter.timeout_sql(lock_timeout_ms, statement_timeout_ms, local=self.transactional)
@@ -123,10 +126,12 @@ class PgSession:
             self.conn.execute("; ".join(sets))
 
     # -- the mirror ---------------------------------------------------------
+    @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
         """Insert ``row`` into ``schema_versions`` (in this transaction when transactional)."""
         self.adapter._insert_mirror(self.conn, row)
 
+    @server_errors("appending to the mirror")
     def append_mirrors(self, rows: list[MirrorRow]) -> None:
         """Insert consecutive rows in one statement (one round trip); same checks as ``append_mirror``.
 
@@ -136,11 +141,13 @@ class PgSession:
             return self.append_mirror(rows[0])
         self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
+    @server_errors("committing")
     def commit(self) -> None:
         if self.transactional and not self.done:
             self.conn.execute("COMMIT")
             self.done = True
 
+    @server_errors("rolling back")
     def rollback(self) -> None:
         if self.transactional and not self.done:
             if not self.conn.broken:
@@ -217,6 +224,7 @@ class PostgresAdapter:
         self._conn = self._lock_conn = None
         self._lock = None
 
+    @server_errors("reading the server version")
     def server_version(self) -> str:
         return str(self.conn.execute("SHOW server_version").fetchone()[0])
 
@@ -240,6 +248,7 @@ class PostgresAdapter:
             self._lock_conn = self._connect("lock")
         return self._lock_conn
 
+    @server_errors("taking the lock")
     def acquire_lock(self, owner: str, timeout_s: float) -> LockHandle:
         """Take the target's session-level advisory lock, polling until ``timeout_s``.
 
@@ -283,6 +292,7 @@ class PostgresAdapter:
                      "ON CONFLICT (lock_key) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
                      "acquired_at = NOW()", (key, owner, pid))
 
+    @server_errors("releasing the lock")
     def release_lock(self, handle: LockHandle) -> None:
         """Release the lock (idempotent; a lost lock connection has released it already)."""
         conn = self._lock_conn if not self.shared_lock_connection else self._conn
@@ -342,6 +352,7 @@ class PostgresAdapter:
             target=self.target.name, owner=owner,
         )
 
+    @server_errors("reading the lock holder")
     def lock_holder(self) -> str | None:
         """Who holds the lock: ``owner (pid N, since T)``, or None when it is free."""
         k1, k2 = self._lock_ids()
@@ -369,6 +380,7 @@ class PostgresAdapter:
         return f"{owner} (pid {pid}{when})"
 
     # -- the mirror ---------------------------------------------------------
+    @server_errors("creating the mirror tables")
     def ensure_mirror(self) -> None:
         """Create the mirror tables, functions and triggers if missing (idempotent, concurrency-safe)."""
         if self._mirror_ready:
@@ -427,29 +439,34 @@ class PostgresAdapter:
                 target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
             ) from None
 
+    @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
         """Append ``row`` in its own transaction (sessions have their own ``append_mirror``)."""
         self.ensure_mirror()
         self._insert_mirror(self.conn, row)
 
+    @server_errors("reading the mirror")
     def mirror_rows(self, origin: str, start: int = 0) -> list[MirrorRow]:
         """Rows of ``origin`` with ``seq >= start`` in ``seq`` order, every column read from the table."""
         self.ensure_mirror()
         recs = self.conn.execute(SELECT_MIRROR.format(s=self.mirror_schema), (origin, start)).fetchall()
         return [row_from_record(r) for r in recs]
 
+    @server_errors("reading the mirror")
     def mirror_origins(self) -> list[str]:
         """Every origin that has rows in this target's mirror."""
         self.ensure_mirror()
         return [r[0] for r in self.conn.execute(
             f"SELECT DISTINCT origin FROM {self.mirror_schema}.schema_versions ORDER BY origin").fetchall()]
 
+    @server_errors("reading the checkpoint")
     def mirror_checkpoint(self, origin: str) -> str | None:
         self.ensure_mirror()
         rec = self.conn.execute(f"SELECT note FROM {self.mirror_schema}.schema_checkpoints WHERE origin = %s",
                                 (origin,)).fetchone()
         return rec[0] if rec else None
 
+    @server_errors("writing the checkpoint")
     def write_checkpoint(self, origin: str, size: int, note: str) -> None:
         """Store the checkpoint for ``origin``; a size below the stored one raises ``CheckpointRegression``."""
         self.ensure_mirror()
@@ -522,7 +539,10 @@ class PostgresAdapter:
                 saved = conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
                                      "current_setting('search_path')").fetchone()
             if setup:
-                conn.execute("; ".join(setup))
+                try:
+                    conn.execute("; ".join(setup))
+                except self.psycopg.Error as exc:
+                    raise db_error(exc, self.target.name, "starting a session") from None
             yield sess
         except BaseException:
             if transactional and not sess.done and not conn.broken and not conn.closed:
@@ -542,6 +562,7 @@ class PostgresAdapter:
     def _table(self, table: str) -> str:
         return ".".join(self.ident(part) for part in table.split("."))
 
+    @server_errors("reading the backfill range")
     def backfill_range(self, table: str, key: str) -> tuple[object, object] | None:
         """``(min, max)`` of ``key`` in ``table``, or None when the table is empty."""
         lo, hi = self.conn.execute(f"SELECT min({self.ident(key)}), max({self.ident(key)}) "
@@ -562,6 +583,7 @@ class PostgresAdapter:
             ) from None
         return with_dbname(self.url, name)
 
+    @server_errors("dropping the shadow database")
     def drop_shadow(self, url: str) -> None:
         """Drop a shadow database made by ``create_shadow`` (refuses any other database)."""
         name = dbname_of(url)

@@ -18,6 +18,7 @@ psycopg is imported lazily by the adapters; nothing here imports it at module le
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -346,3 +347,41 @@ def step_failed(exc: Exception, step: Step, *, target: str, path: str | None) ->
                               "Check the server, then run the command again", **data)
     server_hint = getattr(diag, "message_hint", None)
     return StepFailed(message, hint=server_hint or f"fix the statement at {where} and run again", **data)
+
+
+def db_error(exc: Exception, target: str, what: str) -> DatabaseError:
+    """A psycopg error raised outside a step (mirror, lock, checkpoint, session set-up) as an mreg error.
+
+    A lost connection is ``ConnectionLost`` (the engine re-reads the mirror before going on: a
+    ``COMMIT`` whose answer was lost may or may not have happened); anything else ``DatabaseError``.
+    """
+    import psycopg
+
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(exc, "sqlstate", None)
+    msg = (diag.message_primary if diag is not None and diag.message_primary else str(exc)).strip()
+    data = dict(target=target, sqlstate=sqlstate, server_message=msg, path=None, line=0, step=what)
+    if isinstance(exc, psycopg.OperationalError) and (sqlstate is None or sqlstate.startswith(("57P", "08"))):
+        return ConnectionLost(f"target {target}: connection lost while {what}: {msg}",
+                              hint="check the server, then run the command again; mreg re-reads the "
+                                   "target's log before appending", **data)
+    suffix = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+    return DatabaseError(f"target {target}: {what} failed: {msg}{suffix}",
+                         hint=getattr(diag, "message_hint", None) or "see the server's message; "
+                         "`mreg status` shows the target's state", **data)
+
+
+def server_errors(what: str):
+    """Decorate an adapter (or session) method: psycopg errors become ``db_error(...)``."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(self, *args, **kwargs):
+            import psycopg
+
+            try:
+                return fn(self, *args, **kwargs)
+            except psycopg.Error as exc:
+                target = getattr(getattr(self, "adapter", self), "target").name
+                raise db_error(exc, target, what) from None
+        return inner
+    return wrap

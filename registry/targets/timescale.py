@@ -45,7 +45,7 @@ from registry.errors import DatabaseError
 from registry.model import Step
 from registry.targets.base import LockTimeout
 from registry.targets.postgres import PgSession, PostgresAdapter
-from registry.targets.sqlcommon import LockHandle, ShadowUnavailable, StepRefused
+from registry.targets.sqlcommon import LockHandle, ShadowUnavailable, StepRefused, server_errors
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "")
 _TOUCHY = re.compile(r"concurrently|transaction_per_chunk|timescaledb\.continuous|refresh_continuous_aggregate",
@@ -134,6 +134,7 @@ class TimescaleAdapter(PostgresAdapter):
             ) from None
 
     # -- the lock on the single-connection server -----------------------------
+    @server_errors("taking the lock")
     def acquire_lock(self, owner: str, timeout_s: float) -> LockHandle:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = self._connect("main", timeout=timeout_s)
@@ -172,6 +173,7 @@ class TimescaleAdapter(PostgresAdapter):
                      "NOT NULL DEFAULT NOW(), lease_until TIMESTAMP WITH TIME ZONE)")
         conn.execute(f"ALTER TABLE {s}.mreg_lock_owner ADD COLUMN IF NOT EXISTS token TEXT")
 
+    @server_errors("renewing the lock's lease")
     def renew_lease(self) -> None:
         """Push the lock's lease forward (the engine may call it between migrations)."""
         if self.single_connection and self._lock is not None and self.conn.info.transaction_status == 0:
@@ -179,6 +181,7 @@ class TimescaleAdapter(PostgresAdapter):
                               "make_interval(secs => %s) WHERE lock_key = %s AND token = %s",
                               (self.lease_s, self._lock.key, self._token))
 
+    @server_errors("releasing the lock")
     def release_lock(self, handle: LockHandle) -> None:
         if not self.single_connection:
             return super().release_lock(handle)
@@ -197,6 +200,7 @@ class TimescaleAdapter(PostgresAdapter):
         return self._lock is not None and self._conn is not None and not self._conn.closed \
             and not self._conn.broken
 
+    @server_errors("reading the lock holder")
     def lock_holder(self) -> str | None:
         if not self.single_connection:
             return super().lock_holder()
@@ -218,6 +222,7 @@ class TimescaleAdapter(PostgresAdapter):
             "WHERE to_regclass(format('%%I.%%I', h.hypertable_schema, h.hypertable_name)) = to_regclass(%s))",
             (qualified,)).fetchone()[0])
 
+    @server_errors("listing hypertables")
     def hypertables(self) -> list[str]:
         """``schema.table`` of every hypertable (drift, status)."""
         return [f"{a}.{b}" for a, b in self.conn.execute(
