@@ -126,3 +126,42 @@ def test_a_lost_lock_connection_stops_the_next_session(pg_dsn):
     finally:
         a.close()
         b.close()
+
+
+WORKER = """
+import sys, time
+from registry.config import Target
+from registry.model import Step
+from registry.targets.postgres import PostgresAdapter
+dsn, name = sys.argv[1], sys.argv[2]
+a = PostgresAdapter(Target("main", "postgresql", dsn, "test"), dsn)
+a.connect()
+handle = a.acquire_lock(name, 60)
+with a.session(transactional=True) as s:
+    n = s.query("SELECT n FROM counter")[0]["n"]
+    s.commit()
+time.sleep(0.1)  # a lost update would show if two workers were in here at once
+with a.session(transactional=True) as s:
+    s.execute(Step(f"UPDATE counter SET n = {n + 1}"))
+    s.execute(Step(f"INSERT INTO visits VALUES ('{name}', clock_timestamp())"))
+    s.commit()
+a.release_lock(handle)
+a.close()
+"""
+
+
+def test_six_operators_at_once_take_turns(pg_dsn):
+    import subprocess
+    import sys
+
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE counter (n int); INSERT INTO counter VALUES (0); "
+                  "CREATE TABLE visits (who text, at timestamptz)")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, pg_dsn, f"op{i}"], stderr=subprocess.PIPE, text=True)
+             for i in range(6)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with psycopg.connect(pg_dsn) as c:
+        assert c.execute("SELECT n FROM counter").fetchone()[0] == 6
+        assert sorted(r[0] for r in c.execute("SELECT who FROM visits")) == [f"op{i}" for i in range(6)]
