@@ -138,6 +138,8 @@ class Objects:
 
     def ref_heads(self, all_refs: bool, rev: str | None) -> dict[str, str]:
         """``{ref name: commit id}`` to scan: HEAD (or ``rev``), or every branch, tag and remote."""
+        from registry.discovery.errors import RevisionNotFound
+
         if not all_refs:
             name = rev or "HEAD"
             if name == "HEAD" and b"HEAD" not in self.repo.refs:
@@ -152,7 +154,7 @@ class Objects:
                 continue
             try:
                 out[ref.decode()] = self.resolve(ref.decode())
-            except Exception:  # noqa: BLE001 - a dangling or non-commit ref is not scanned
+            except (KeyError, RevisionNotFound):  # a dangling or non-commit ref is not scanned
                 continue
         return out
 

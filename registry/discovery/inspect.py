@@ -202,17 +202,4 @@ def infer_type(text: str, kind: str = "sql", migration=None) -> str:
     if migration is None:
         migration = Migration(id="", name="", database="", path="", checksum="",
                               phases={"expand": [Step(content=text, kind=kind)]})
-    try:
-        return naming_infer(migration)
-    except Exception:  # noqa: BLE001 - a statement the classifier cannot read: fall back to words
-        pass
-    low = re.sub(r"--[^\n]*|//[^\n]*", "", text.lower())
-    if re.search(r"\b(grant|revoke|create\s+policy|create\s+role|alter\s+role)\b", low):
-        return "security"
-    if re.search(r"\bcreate\s+(unique\s+)?index\b|\bcreate\s+index\b", low) and not re.search(
-            r"\bcreate\s+table\b|\balter\s+table\b", low):
-        return "perf"
-    if re.search(r"\b(insert\s+into|update\s+\w|delete\s+from)\b", low) and not re.search(
-            r"\bcreate\s+table\b|\balter\s+table\b", low):
-        return "data"
-    return "schema"
+    return naming_infer(migration)

@@ -58,17 +58,11 @@ def slug(text: str) -> str:
 
 def make_id(ts: int, type_: str, description: str, taken: set[str]) -> str:
     """A canonical id not in ``taken`` (the seconds move forward on a collision)."""
-    try:
-        from registry.naming import canonical_id
-    except ImportError:
-        canonical_id = None
+    from registry.naming import canonical_id
+
     when = ts
     while True:
-        dt = datetime.fromtimestamp(when, timezone.utc)
-        if canonical_id is not None:
-            cid = canonical_id(dt, type_, slug(description))
-        else:
-            cid = f"{dt:%Y%m%d_%H%M%S}_{type_}_{slug(description)}"
+        cid = canonical_id(datetime.fromtimestamp(when, timezone.utc), type_, slug(description))
         if cid not in taken:
             taken.add(cid)
             return cid
