@@ -122,34 +122,51 @@ def _b64d(text: str, validate: bool = True) -> bytes:
     return binascii.a2b_base64(text, strict_mode=True)
 
 
-# A leaf of the shape mreg writes, in canonical form: only base64 and key-id characters inside
-# the strings (none needs escaping), so a match is the leaf's canonical serialisation.
-_LEAF_RE = re.compile(
-    r'\{"envelope":\{"payload":"([A-Za-z0-9+/]*={0,2})","payloadType":"application/vnd\.mreg\.statement\+json",'
-    r'"signatures":\[\{"keyid":"([A-Za-z0-9+/:=_.@-]*)","sig":"([A-Za-z0-9+/]{86}==)"\}\]\},'
-    r'"prev":"([A-Za-z0-9+/]{43}=)","seq":(0|[1-9][0-9]{0,15}),"v":1\}')
+# A leaf of the shape mreg writes, in canonical form, is these fixed pieces around base64 and
+# key-id text (none of which needs escaping), so slicing it is parsing it.
+_HEAD = b'{"envelope":{"payload":"'
+_MID = b'","payloadType":"' + PAYLOAD_TYPE.encode() + b'","signatures":[{"keyid":"'
+_SIG = b'","sig":"'
+_PREV = b'"}]},"prev":"'
+_SEQ = b'","seq":'
+_TAIL = b',"v":1}'
+_KEYID_RE = re.compile(rb"[A-Za-z0-9+/:=_.@-]*")
 
 
 def _fast_leaf(leaf: bytes) -> Leaf | None:
-    """The common case in one pass: an ASCII leaf of the shape mreg writes, every check of
+    """The common case in one pass: a leaf of the shape mreg writes, every check of
     ``parse_leaf`` included. Returns None to let the general path decide (and explain)."""
-    try:
-        m = _LEAF_RE.fullmatch(leaf.decode("ascii"))
-    except UnicodeDecodeError:
+    if not (leaf.startswith(_HEAD) and leaf.endswith(_TAIL)):
         return None
-    if m is None:
+    mid = leaf.find(_MID, len(_HEAD))
+    if mid < 0:
         return None
-    payload64, keyid, sig64, prev64, seq_text = m.groups()
+    start_keyid = mid + len(_MID)
+    end_keyid = leaf.find(_SIG, start_keyid)
+    if end_keyid < 0:
+        return None
+    at = end_keyid + len(_SIG)
+    payload64, keyid, sig64 = leaf[len(_HEAD):mid], leaf[start_keyid:end_keyid], leaf[at:at + 88]
+    at += 88
+    if leaf[at:at + len(_PREV)] != _PREV:
+        return None
+    at += len(_PREV)
+    prev64 = leaf[at:at + 44]
+    at += 44
+    if leaf[at:at + len(_SEQ)] != _SEQ:
+        return None
+    seq_text = leaf[at + len(_SEQ):-len(_TAIL)]
+    if (not seq_text.isdigit() or len(seq_text) > 16 or (seq_text[0] == 48 and len(seq_text) > 1)
+            or not _KEYID_RE.fullmatch(keyid)):
+        return None
     seq = int(seq_text)
-    if seq > MAX_SAFE_INT:
-        return None
-    if not (_tail_ok(prev64) and _tail_ok(payload64) and _tail_ok(sig64)):
+    if seq > MAX_SAFE_INT or not (_tail_ok(prev64) and _tail_ok(payload64) and _tail_ok(sig64)):
         return None
     try:
         prev = _b64d(prev64)
         payload = _b64d(payload64)
         sig = _b64d(sig64)
-        if not payload.isascii():
+        if len(prev) != 32 or len(sig) != 64 or not payload.isascii():
             return None
         statement = _loads_fast(payload)
         if type(statement) is not dict or dumps_ascii_keys(statement) != payload:
@@ -159,20 +176,21 @@ def _fast_leaf(leaf: bytes) -> Leaf | None:
             _check(details, "details")  # integers within ±(2**53-1), no float
     except (ValueError, TypeError, binascii.Error, CanonicalError):
         return None
-    env = {"payload": payload64, "payloadType": PAYLOAD_TYPE, "signatures": [{"keyid": keyid, "sig": sig64}]}
+    env = {"payload": payload64.decode(), "payloadType": PAYLOAD_TYPE,
+           "signatures": [{"keyid": keyid.decode(), "sig": sig64.decode()}]}
     return Leaf(seq, prev, env, statement, payload, leaf, (sig,))
 
 
 # Canonical base64 leaves the unused low bits of the last character zero: 2 bits before "=",
 # 4 bits before "==". These are the characters whose value has those bits clear.
-_ZERO2 = frozenset("AEIMQUYcgkosw048")
-_ZERO4 = frozenset("AQgw")
+_ZERO2 = frozenset(b"AEIMQUYcgkosw048")
+_ZERO4 = frozenset(b"AQgw")
 
 
-def _tail_ok(text64: str) -> bool:
-    if text64.endswith("=="):
+def _tail_ok(text64: bytes) -> bool:
+    if text64.endswith(b"=="):
         return len(text64) >= 4 and text64[-3] in _ZERO4
-    if text64.endswith("="):
+    if text64.endswith(b"="):
         return len(text64) >= 4 and text64[-2] in _ZERO2
     return True
 
@@ -182,6 +200,11 @@ def parse_leaf(leaf: bytes) -> Leaf:
     fast = _fast_leaf(leaf)
     if fast is not None:
         return fast
+    return _parse_leaf_general(leaf)
+
+
+def _parse_leaf_general(leaf: bytes) -> Leaf:
+    """Every check, one field at a time, each refusal explained (the reference path)."""
     try:
         doc = loads_canonical(leaf, "leaf")
     except CanonicalError as exc:
