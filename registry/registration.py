@@ -238,3 +238,47 @@ def registered_migrations(cfg) -> list:
         m.id = mid
         out.append(m)
     return out
+
+
+def accept_checksum(cfg, migration_id: str, *, reason: str | None = None, actor: str | None = None) -> dict | None:
+    """Accept a registered migration's current checksum: a ``repair`` statement in the registry log.
+
+    Returns ``{"migration", "old_checksum", "new_checksum"}``, or None when nothing differs.
+    ``mreg repair`` (the engine's command) calls this for the registry's side of a repair.
+    """
+    from ledger.keys import load_signer
+    from ledger.log import parse_leaf
+    from ledger.statement import new_statement
+    from ledger.store import LedgerStore
+
+    path = Path(cfg.catalog.value)
+    conn = catalog.connect(path)
+    try:
+        row = conn.execute("SELECT id, path, version, checksum, registered_checksum FROM migrations WHERE id = ?",
+                           (migration_id,)).fetchone()
+        if row is None:
+            raise MigrationNotFound(f"no migration {migration_id!r} in the catalog", id=migration_id,
+                                    hint="run `mreg scan` first, or `mreg list` to see the ids")
+        mid, rel, version, current, registered = row
+        if current == registered:
+            return None
+        origin = catalog.registry_origin(cfg)
+        stmt = new_statement(ledger=origin, type="repair", actor=actor or actor_name(),
+                             migration={"id": mid, "version": str(version or "0.0.0"), "checksum": current,
+                                        "path": rel},
+                             details={"old_checksum": registered, "new_checksum": current,
+                                      **({"reason": reason} if reason else {})})
+        signer = load_signer(cfg.key.value)
+        store = LedgerStore(path)
+        try:
+            leaf = store.append(origin, stmt, signer)
+            store.checkpoint(origin, signer)
+        finally:
+            store.close()
+        with conn:
+            parsed = parse_leaf(leaf)
+            catalog.project(conn, parsed.statement, parsed.seq)
+            catalog.refresh_findings(conn)
+    finally:
+        conn.close()
+    return {"migration": mid, "old_checksum": registered, "new_checksum": current}

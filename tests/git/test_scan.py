@@ -167,6 +167,20 @@ def test_registered_checksum_change_is_a_finding_until_repaired(seed_project):
     conn.close()
     assert any(f["kind"] == "edited_after_commit" and "mreg repair" in f["message"] and row["id"] in f["ids"]
                for f in found)
+    from registry.registration import accept_checksum
+
+    accepted = accept_checksum(config.load(), row["id"], reason="test")
+    assert accepted == {"migration": row["id"], "old_checksum": row["registered_checksum"],
+                        "new_checksum": row["checksum"]}
+    conn = catalog.connect(seed_project.catalog)
+    found = catalog.findings(conn)
+    conn.close()
+    assert not any("mreg repair" in f["message"] for f in found)
+    assert accept_checksum(config.load(), row["id"]) is None
+    # The catalog rebuilt from the log agrees (the repair statement is projected).
+    assert run(["catalog", "rebuild"]) == 0
+    again = next(m for m in list_migrations(config.load()) if m["id"] == row["id"])
+    assert again["registered_checksum"] == row["checksum"]
 
 
 def test_catalog_rebuild_gives_the_same_rows(seed_project):
