@@ -34,6 +34,7 @@ from registry.targets.base import LockTimeout, MirrorRow
 from registry.targets.sqlcommon import (
     INSERT_MIRROR,
     MIRROR_DDL,
+    MIRROR_FORMAT,
     MIRROR_OBJECTS_QUERY,
     MIRROR_TRIGGERS,
     SELECT_MIRROR,
@@ -387,8 +388,9 @@ class PostgresAdapter:
             return
         conn = self.conn
         names = [t[0] for t in MIRROR_TRIGGERS]
-        state = conn.execute(MIRROR_OBJECTS_QUERY, {"s": self.schema, "triggers": names}).fetchone()
-        triggers, columns, lock_table = state
+        state = conn.execute(MIRROR_OBJECTS_QUERY, {"s": self.schema, "triggers": names,
+                                                    "format": MIRROR_FORMAT}).fetchone()
+        triggers, columns, lock_table, current = state
         if columns and "leaf" not in columns:
             raise ForeignVersionTable(
                 f"target {self.target.name}: {self.schema}.schema_versions exists but is not an mreg mirror "
@@ -397,7 +399,7 @@ class PostgresAdapter:
                      "or set options.mirror_schema to another schema",
                 target=self.target.name, schema=self.schema,
             )
-        if triggers == len(names) and columns and lock_table:
+        if triggers == len(names) and columns and lock_table and current:
             self._mirror_ready = True
             return
         s = self.mirror_schema
@@ -405,7 +407,7 @@ class PostgresAdapter:
         conn.execute("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(%s::int4, 0)", (k1,))
-            conn.execute(MIRROR_DDL.format(s=s))
+            conn.execute(MIRROR_DDL.format(s=s, format=MIRROR_FORMAT))
             for name, table, events, level, func in MIRROR_TRIGGERS:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "

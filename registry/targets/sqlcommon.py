@@ -187,7 +187,13 @@ CREATE TABLE IF NOT EXISTS {s}.mreg_lock_owner (
     acquired_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
     lease_until TIMESTAMP WITH TIME ZONE
 );
+ALTER TABLE {s}.mreg_lock_owner ADD COLUMN IF NOT EXISTS token TEXT;
+
+COMMENT ON TABLE {s}.schema_versions IS '{format}: the mirror of mreg''s target logs (one row per leaf; append-only)';
 """
+
+# Bumped whenever MIRROR_DDL changes, so ensure_mirror re-runs it on a mirror made by an older mreg.
+MIRROR_FORMAT = "mreg mirror v1"
 
 # (trigger name, table, timing/events, level, function)
 MIRROR_TRIGGERS = (
@@ -204,7 +210,9 @@ SELECT (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
          WHERE n.nspname = %(s)s AND t.tgname = ANY(%(triggers)s)) AS triggers,
        (SELECT array_agg(column_name::text) FROM information_schema.columns
          WHERE table_schema = %(s)s AND table_name = 'schema_versions') AS columns,
-       to_regclass(quote_ident(%(s)s) || '.mreg_lock_owner') IS NOT NULL AS lock_table
+       to_regclass(quote_ident(%(s)s) || '.mreg_lock_owner') IS NOT NULL AS lock_table,
+       coalesce(obj_description(to_regclass(quote_ident(%(s)s) || '.schema_versions'), 'pg_class'), '')
+           LIKE %(format)s || ':%%' AS current
 """
 
 INSERT_MIRROR = (

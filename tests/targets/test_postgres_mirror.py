@@ -170,3 +170,25 @@ def test_a_lost_connection_while_appending_is_connection_lost_then_reconnects(pg
     assert [r.leaf for r in pg.mirror_rows(ORIGIN)] == leaves[:1]  # reconnected; nothing half-written
     pg.append_mirror(mirror_row_from_leaf(leaves[1]))
     assert [r.leaf for r in pg.mirror_rows(ORIGIN)] == leaves
+
+
+def test_ensure_mirror_upgrades_a_mirror_made_by_an_older_format(pg_dsn):
+    a = PostgresAdapter(Target("main", "postgresql", pg_dsn, "test"), pg_dsn)
+    a.connect()
+    try:
+        a.ensure_mirror()
+        a.conn.execute("COMMENT ON TABLE schema_versions IS 'mreg mirror v0: old'")
+        a.conn.execute("CREATE OR REPLACE FUNCTION mreg_check_append() RETURNS trigger LANGUAGE plpgsql "
+                       "AS $$ BEGIN RETURN NEW; END $$")  # an older, laxer guard
+        b = PostgresAdapter(Target("main", "postgresql", pg_dsn, "test"), pg_dsn)
+        b.connect()
+        b.ensure_mirror()
+        leaves = make_log(3)
+        b.append_mirror(mirror_row_from_leaf(leaves[0]))
+        with pytest.raises(MirrorConflict):  # the current guard is back
+            b.append_mirror(mirror_row_from_leaf(leaves[2]))
+        comment = b.conn.execute("SELECT obj_description('schema_versions'::regclass, 'pg_class')").fetchone()[0]
+        assert comment.startswith("mreg mirror v1:")
+        b.close()
+    finally:
+        a.close()
