@@ -3,7 +3,9 @@
 Checks, in the seed's order:
 
 1. the migration has rollback steps for every phase to undo (else ``RollbackRefused``);
-2. no migration that depends on it has an applied phase (else ``RollbackRefused``, naming them);
+2. no migration that depends on it has an applied phase that needs a phase being undone (a
+   dependent's phase Q needs this migration's phases up to Q, as in the planner) — else
+   ``RollbackRefused``, naming them;
 3. a backup is recorded (``--backup-ref``, or a ``backup`` field in the details of one of its
    events) — else a warning: "rollback may result in data loss";
 4. it was applied less than 30 days ago — else a warning: "consider restore from backup instead".
@@ -26,6 +28,7 @@ from registry.apply.context import load_migrations, lock_all, open_engine, sync_
 from registry.apply.logio import actor
 from registry.apply.progress import Progress
 from registry.errors import ConfigError
+from registry.model import PHASES
 from registry.targets.base import StepFailed
 
 MAX_AGE_DAYS = 30
@@ -94,13 +97,16 @@ def check(cfg, m, migrations, states: dict, names: list[str], *, phase, tenant, 
                                    "if it was applied), or restore from a backup", migration=m.id,
                               reason="no rollback steps", phases=missing)
     # 2. no applied dependent
+    # (per phase, as the planner orders them: a dependent's phase Q needs this migration's phases up to Q)
+    undone = {p for items in work.values() for _t, p in items}
+    first = min(PHASES.index(p) for p in undone)
     dependents = []
     for other in migrations:
         if m.id not in other.dependencies:
             continue
         for name, state in states.items():
-            if any(ps.status in ("applied", "interrupted") for (mid, _p, _t), ps in state.phases.items()
-                   if mid == other.id):
+            if any(ps.status in ("applied", "interrupted") and PHASES.index(q) >= first
+                   for (mid, q, _t), ps in state.phases.items() if mid == other.id):
                 dependents.append(other.id)
                 break
     if dependents:

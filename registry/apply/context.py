@@ -113,10 +113,9 @@ def open_engine(cfg, names: list[str], *, required: str | None = None, sign: boo
             if name == required:
                 eng.close()
                 raise
-            eng.unavailable[name] = exc.message
+            eng.unavailable[name] = exc.message + (f" ({exc.hint})" if exc.hint else "")
             eng.notices.append(Progress("target_unavailable", target=name,
-                                        message=f"target {name} skipped: {exc.message}"
-                                                + (f" ({exc.hint})" if exc.hint else "")))
+                                        message=f"target {name} not available: {eng.unavailable[name]}"))
             continue
         eng.adapters[name] = adapter
         eng.stack.callback(adapter.close)
