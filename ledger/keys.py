@@ -427,6 +427,9 @@ class Trust:
                 self.public_keys[s.keyid] = verifier(s.public)
         for r in self.revocations:
             self._revoked.setdefault(r.keyid, []).append(r)
+        # keys valid at every moment: an unconditional line and no revocation (judged in O(1))
+        self._always = {k for k, es in self._by_keyid.items() if k not in self._revoked and any(
+            e.valid_after is None and e.valid_before is None and e.namespaces is None for e in es)}
 
     def __getstate__(self) -> dict:  # public key objects do not pickle; rebuild them
         return {"signers": self.signers, "revocations": self.revocations}
@@ -453,7 +456,13 @@ class Trust:
                 return r
         return None
 
+    def always_valid(self, keyid: str) -> bool:
+        """True when ``keyid`` may sign at any moment (no window, no revocation)."""
+        return keyid in self._always
+
     def judge(self, keyid: str, moment: datetime) -> str | None:
+        if keyid in self._always:
+            return None
         entries = self._by_keyid.get(keyid)
         if not entries:
             return "unknown-key"

@@ -17,7 +17,6 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 
 from ledger.canonical import (MAX_SAFE_INT, CanonicalError, _check, _no_constant, _no_float, _orjson,
                               canonical_json, dumps_ascii_keys, loads_canonical)
@@ -91,33 +90,45 @@ def build_leaf(seq: int, prev: bytes, envelope: dict) -> bytes:
         raise LeafError(f"envelope: {exc.message}", field="envelope", kind="canonical") from None
 
 
-@dataclass(slots=True)
 class Leaf:
     """A parsed leaf: position, chain link, envelope and the statement it carries.
 
-    ``signatures`` holds the decoded signature bytes, in the envelope's order."""
+    ``signatures`` holds the decoded signature bytes and ``keyids`` their key ids, in
+    the envelope's order. ``envelope`` is the DSSE envelope as a dict (built on first use).
+    """
 
-    seq: int
-    prev: bytes
-    envelope: dict
-    statement: dict
-    payload: bytes
-    raw: bytes
-    signatures: tuple[bytes, ...] = ()
+    __slots__ = ("seq", "prev", "statement", "payload", "raw", "signatures", "keyids", "_envelope", "_parts")
+
+    def __init__(self, seq: int, prev: bytes, envelope: dict | None, statement: dict, payload: bytes,
+                 raw: bytes, signatures: tuple[bytes, ...] = (), keyids: tuple[str, ...] | None = None,
+                 parts: tuple[bytes, bytes, bytes] | None = None) -> None:
+        self.seq, self.prev, self.statement, self.payload, self.raw = seq, prev, statement, payload, raw
+        self.signatures = signatures
+        self._envelope, self._parts = envelope, parts
+        if keyids is None:
+            keyids = tuple(sig.get("keyid", "") for sig in envelope["signatures"])
+        self.keyids = keyids
+
+    @property
+    def envelope(self) -> dict:
+        if self._envelope is None:
+            payload64, keyid, sig64 = self._parts
+            self._envelope = {"payload": payload64.decode(), "payloadType": PAYLOAD_TYPE,
+                              "signatures": [{"keyid": keyid.decode(), "sig": sig64.decode()}]}
+        return self._envelope
 
     @property
     def hash(self) -> bytes:
         return leaf_hash(self.raw)
 
-    @property
-    def keyids(self) -> list[str]:
-        return [s.get("keyid", "") for s in self.envelope["signatures"]]
+    def __repr__(self) -> str:
+        return f"Leaf(seq={self.seq}, event_id={self.statement.get('event_id')!r})"
 
 
 _b64e = base64.b64encode
 
 
-def _b64d(text: str, validate: bool = True) -> bytes:
+def _b64d(text) -> bytes:
     """Strict standard base64 (alphabet, padding) in C: ``binascii.a2b_base64(strict_mode=True)``."""
     return binascii.a2b_base64(text, strict_mode=True)
 
@@ -176,9 +187,7 @@ def _fast_leaf(leaf: bytes) -> Leaf | None:
             _check(details, "details")  # integers within ±(2**53-1), no float
     except (ValueError, TypeError, binascii.Error, CanonicalError):
         return None
-    env = {"payload": payload64.decode(), "payloadType": PAYLOAD_TYPE,
-           "signatures": [{"keyid": keyid.decode(), "sig": sig64.decode()}]}
-    return Leaf(seq, prev, env, statement, payload, leaf, (sig,))
+    return Leaf(seq, prev, None, statement, payload, leaf, (sig,), (keyid.decode(),), (payload64, keyid, sig64))
 
 
 # Canonical base64 leaves the unused low bits of the last character zero: 2 bits before "=",

@@ -116,7 +116,10 @@ _TARGET_SET = frozenset(TARGET_FIELDS)
 
 
 def _strings(values) -> bool:
-    return all(type(v) is str and v for v in values)
+    for v in values:
+        if type(v) is not str or not v:
+            return False
+    return True
 
 
 def _valid_fast(stmt: object) -> bool:

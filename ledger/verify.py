@@ -32,10 +32,10 @@ from typing import Iterable, Sequence
 from cryptography.exceptions import InvalidSignature
 
 from ledger.checkpoint import CheckpointError, parse_checkpoint, verify_checkpoint
-from ledger.dsse import pae
+from ledger.dsse import PAYLOAD_TYPE, pae
 from ledger.keys import Trust
 from ledger.log import ZERO_HASH, LeafError, parse_leaf
-from ledger.merkle import MemoryTree, leaf_hash
+from ledger.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from ledger.note import NoteError
 from ledger.policy import Policy
 from ledger.statement import StatementError, validate_statement
@@ -124,7 +124,7 @@ def _scan(origin: str, start: int, leaves: Sequence[bytes], trust: Trust
             if stmt["ledger"] != origin:
                 add(Finding(origin, pos, "statement.ledger", origin, stmt["ledger"], "wrong-ledger",
                             "statement was signed for another log"))
-            pending.append((pos, leaf, pae(leaf.envelope["payloadType"], leaf.payload)))
+            pending.append((pos, leaf, pae(PAYLOAD_TYPE, leaf.payload)))
         _check_signatures(origin, pending, trust, add)
     return out, findings
 
@@ -132,13 +132,17 @@ def _scan(origin: str, start: int, leaves: Sequence[bytes], trust: Trust
 def _check_signatures(origin: str, pending: list, trust: Trust, add) -> None:
     keys = trust.public_keys
     judge = trust.judge
+    always = trust.always_valid
     for pos, leaf, message in pending:
         stmt = leaf.statement
-        moment = datetime.fromisoformat(stmt["time"])
+        moment = None
         problems = []
-        for i, (sig, raw_sig) in enumerate(zip(leaf.envelope["signatures"], leaf.signatures)):
-            keyid = sig["keyid"]
-            verdict = judge(keyid, moment)
+        for i, (keyid, raw_sig) in enumerate(zip(leaf.keyids, leaf.signatures)):
+            if always(keyid):
+                verdict = None
+            else:
+                moment = moment or datetime.fromisoformat(stmt["time"])
+                verdict = judge(keyid, moment)
             if verdict is not None:
                 problems.append((i, keyid, verdict))
                 continue
@@ -191,39 +195,50 @@ def scan_leaves(origin: str, leaves: Sequence[bytes], trust: Trust, processes: i
 def verify_log(origin: str, leaves: Sequence[bytes], checkpoints: Iterable[str], trust: Trust,
                policy: Policy, *, processes: int = 1) -> LogReport:
     """Verify one log: every leaf, the chain, and every checkpoint (stored or anchored elsewhere)."""
+    notes = list(dict.fromkeys(checkpoints))
+    wanted: set[int] = set()  # tree sizes whose root a checkpoint claims
+    for note_text in notes:
+        try:
+            wanted.add(parse_checkpoint(note_text).size)
+        except (CheckpointError, NoteError):
+            continue
     rows, findings = scan_leaves(origin, leaves, trust, processes)
     add = findings.append
-    tree = MemoryTree()
+    frontier = Frontier()
+    roots = {0: EMPTY_ROOT}
     prev = ZERO_HASH
     seen: dict[str, int] = {}
     for pos, (lh, seq, link, event_id) in enumerate(rows):
-        if seq is not None and seq != pos:
+        if seq != pos and seq is not None:
             add(Finding(origin, pos, "seq", pos, seq, "reordered",
                         f"leaf at position {pos} says seq {seq}"))
-        if link is not None and link != prev:
+        if link != prev and link is not None:
             add(Finding(origin, pos, "prev", base64.b64encode(prev).decode(),
                         base64.b64encode(link).decode(), "chain",
                         "prev is not the hash of the previous leaf"))
         if event_id is not None:
-            if event_id in seen:
+            first = seen.setdefault(event_id, pos)
+            if first != pos:
                 add(Finding(origin, pos, "statement.event_id", "a new event_id", event_id, "replay",
-                            f"event already recorded at seq {seen[event_id]}"))
-            else:
-                seen[event_id] = pos
-        tree.append(lh)
+                            f"event already recorded at seq {first}"))
+        frontier.append(lh)
+        if pos + 1 in wanted:
+            roots[pos + 1] = frontier.root()
         prev = lh
     findings.sort(key=lambda f: -1 if f.seq is None else f.seq)
-    report = LogReport(origin, tree.size, tree.root(), findings)
-    _check_checkpoints(report, tree, checkpoints, policy)
+    report = LogReport(origin, frontier.size, frontier.root(), findings)
+    _check_checkpoints(report, roots, notes, policy)
     return report
 
 
-def _check_checkpoints(report: LogReport, tree: MemoryTree, notes: Iterable[str], policy: Policy) -> None:
-    origin, add = report.origin, report.findings.append
+def _check_checkpoints(report: LogReport, tree_roots: dict[int, bytes], notes: Iterable[str],
+                       policy: Policy) -> None:
+    """Check checkpoints against the roots the leaves give (``tree_roots``: size -> root)."""
+    origin, add, size = report.origin, report.findings.append, report.size
     roots: dict[int, bytes] = {}
     best: int | None = None
     witnessed: set[int] = set()  # sizes with a checkpoint cosigned by the policy's quorum
-    for note_text in dict.fromkeys(notes):
+    for note_text in notes:
         try:
             cp = parse_checkpoint(note_text)
         except (CheckpointError, NoteError) as exc:
@@ -247,11 +262,11 @@ def _check_checkpoints(report: LogReport, tree: MemoryTree, notes: Iterable[str]
                         f"two signed checkpoints of size {cp.size} with different roots"))
         roots.setdefault(cp.size, cp.root)
         best = cp.size if best is None else max(best, cp.size)
-        if cp.size > tree.size:
-            add(Finding(origin, tree.size, "size", f">= {cp.size}", tree.size, "truncated",
-                        f"a signed checkpoint covers {cp.size} leaves but the log has {tree.size}"))
+        if cp.size > size:
+            add(Finding(origin, size, "size", f">= {cp.size}", size, "truncated",
+                        f"a signed checkpoint covers {cp.size} leaves but the log has {size}"))
             continue
-        actual = tree.root(cp.size)
+        actual = tree_roots[cp.size]
         if actual != cp.root:
             add(Finding(origin, last, "root", base64.b64encode(cp.root).decode(),
                         base64.b64encode(actual).decode(), "rewritten",
@@ -261,8 +276,8 @@ def _check_checkpoints(report: LogReport, tree: MemoryTree, notes: Iterable[str]
         add(Finding(origin, best - 1 if best else None, "cosignature", f"{policy.quorum} witness cosignature(s)",
                     "fewer", "checkpoint-signature",
                     f"the latest checkpoint (size {best}) lacks the policy's witness quorum"))
-    if tree.size and (best is None or best < tree.size):
-        add(Finding(origin, tree.size - 1, "checkpoint", tree.size, best, "unanchored",
+    if size and (best is None or best < size):
+        add(Finding(origin, size - 1, "checkpoint", size, best, "unanchored",
                     "leaves after the last signed checkpoint", severity="warning"))
 
 
