@@ -124,6 +124,7 @@ class TimescaleAdapter(PostgresAdapter):
                 conn.execute("ROLLBACK")
             conn.execute("DISCARD ALL")
             conn.execute('SET search_path TO "$user", public')
+        super().after_connect(conn)
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         except self.psycopg.Error as exc:

@@ -203,3 +203,36 @@ def test_step_runs_multi_statement_text_as_written(pg):
         s.execute(sql("CREATE TABLE a (id int); CREATE TABLE b (id int)"))
         s.commit()
     assert pg.conn.execute("SELECT to_regclass('a') IS NOT NULL AND to_regclass('b') IS NOT NULL").fetchone()[0]
+
+
+def test_a_killed_operators_long_statement_is_cancelled_and_frees_its_locks(pg, pg_dsn):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pg.conn.execute("CREATE TABLE hot (id int)")
+    script = (
+        "import sys\n"
+        "from registry.config import Target\n"
+        "from registry.model import Step\n"
+        "from registry.targets.postgres import PostgresAdapter\n"
+        "dsn = sys.argv[1]\n"
+        "a = PostgresAdapter(Target('main', 'postgresql', dsn, 'test'), dsn)\n"
+        "with a.session(transactional=True) as s:\n"
+        "    s.execute(Step('LOCK TABLE hot IN ACCESS EXCLUSIVE MODE'))\n"
+        "    print('locked', flush=True)\n"
+        "    s.execute(Step('SELECT pg_sleep(60)'))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, pg_dsn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        time.sleep(0.3)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    started = time.monotonic()
+    with pg.session(transactional=True, lock_timeout_ms=10_000) as s:
+        s.execute(sql("ALTER TABLE hot ADD COLUMN note text"))  # needs the lock the dead operator held
+        s.commit()
+    assert time.monotonic() - started < 5
