@@ -81,6 +81,10 @@ class LockLost(DatabaseError):
     """
 
 
+class BackfillKeyError(ConfigError):
+    """A backfill's key is not an integer column (or its batch size is not positive)."""
+
+
 class ShadowUnavailable(DatabaseError):
     """A throw-away shadow database could not be created or dropped."""
 
@@ -305,7 +309,14 @@ def batches(lo: int, hi: int, size: int, start: int | None = None):
     ``start`` resumes after a crash: ranges begin at the last checkpointed bound.
     """
     if size <= 0:
-        raise ValueError("batch size must be positive")
+        raise BackfillKeyError(f"batch_size must be positive (found {size})", hint="set batch_size to 1 or more",
+                               field="batch_size", found=size)
+    for value in (lo, hi, start):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise BackfillKeyError(
+                f"a backfill walks an integer key in ranges; this key holds {type(value).__name__} values "
+                f"({value!r})", hint="use an integer key (an id or a bigserial column) for `Backfill: key=`",
+                field="key", found=repr(value))
     a = lo if start is None else max(lo, start)
     while a <= hi:
         b = min(a + size, hi + 1)

@@ -180,6 +180,12 @@ def test_bind_range_leaves_casts_and_literals_alone():
     assert bind_range(text) == "UPDATE t SET a = b::int WHERE k >= %(lo)s AND k < %(hi)s AND c LIKE 'x%%'"
     assert list(batches(0, 9, 4, start=4)) == [(4, 8), (8, 10)]
     assert list(batches(5, 4, 10)) == []
+    from registry.targets.sqlcommon import BackfillKeyError
+
+    with pytest.raises(BackfillKeyError):
+        list(batches("a", "z", 10))
+    with pytest.raises(BackfillKeyError):
+        list(batches(1, 10, 0))
 
 
 def test_shadow_database_is_created_and_dropped(pg):
