@@ -16,7 +16,8 @@ baselined. Migrations already applied or baselined are skipped; rows matching no
 
 ``repair ID`` ledgers a ``repair`` statement (``old_checksum``, ``new_checksum``, ``reason``) on every
 target whose log holds a different checksum for the migration: from then on the new file is the
-applied one (``mreg verify`` and ``mreg apply`` accept it).
+applied one (``mreg verify`` and ``mreg apply`` accept it). When the registry knows the migration,
+its registry log gets the matching ``repair`` too (``registry.registration.accept_checksum``).
 """
 
 from __future__ import annotations
@@ -189,9 +190,24 @@ def repair(cfg, migration_id: str, *, target: str | None = None, reason: str | N
                 continue
             log.record("repair", m, {"old_checksum": old, "new_checksum": m.checksum, "reason": reason})
             out.append({"target": name, "old_checksum": old, "new_checksum": m.checksum})
-        return {"migration": m.id, "repaired": out, "unavailable": sorted(eng.unavailable)}
+        return {"migration": m.id, "repaired": out, "registry": _accept_in_registry(cfg, m.id, reason),
+                "unavailable": sorted(eng.unavailable)}
     finally:
         try:
             write_checkpoints(eng)
         finally:
             eng.close()
+
+
+def _accept_in_registry(cfg, migration_id: str, reason: str | None):
+    """The registry's side of a repair (a ``repair`` in the registry log), when the registry knows the file."""
+    from registry.errors import MregError
+
+    try:
+        from registry.registration import accept_checksum
+    except ImportError:
+        return None
+    try:
+        return accept_checksum(cfg, migration_id, reason=reason)
+    except MregError:
+        return None  # not registered (a project that was never scanned): the targets' repair stands alone

@@ -1,0 +1,274 @@
+"""Adding a required column to a 2,000,000-row table under load, in three phases, with mreg.
+
+1. Build ``accounts`` (``--rows``, default 2,000,000) on a PostgreSQL (a pgserver unless ``--dsn``).
+2. Start a steady read/write load on loopback: ``--workers`` threads, each a bounded loop of
+   ``--rate`` operations per second (70% reads by random id, 20% updates of a random row, 10% inserts
+   of new rows), recording every operation's latency and every error.
+3. Baseline: ``--baseline`` seconds of load alone (p50/p99/max).
+4. ``mreg apply --confirm-contract`` of one migration adding ``email_verified`` the zero-downtime way:
+   expand (nullable column, then its default), migrate (a batched backfill, ``--batch`` ids per
+   transaction, one ``batch_checkpoint`` each), contract (``CHECK … NOT VALID``, ``VALIDATE``, ``SET NOT
+   NULL`` using the validated check, drop the check) — every step with ``lock_timeout`` = 2 s.
+5. The same load statistics during the migration; the backfill's rows per second (from its ledger
+   checkpoints) against one plain ``UPDATE`` of the whole table on another column, under the same load.
+
+Goals: zero load errors, p99 during the migration ≤ 2x the baseline p99, no wait beyond
+``lock_timeout``, backfill ≥ half the speed of the plain UPDATE. Results: ``bench/results/zero-downtime.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCK_TIMEOUT_MS = 2000
+
+MIGRATION = """\
+-- Migration: Add accounts.email_verified without downtime
+-- Version: 1.1.0
+-- txmode: none
+-- Lock-Timeout: {lock_timeout}
+-- Timeout: 600000
+-- Max-Retries: 10
+-- Pause-Between-Batches: {pause}
+
+-- Phase 1: EXPAND
+ALTER TABLE accounts ADD COLUMN IF NOT EXISTS email_verified BOOLEAN;
+ALTER TABLE accounts ALTER COLUMN email_verified SET DEFAULT FALSE;
+
+-- Phase 2: MIGRATE
+-- Backfill: table=accounts key=id batch_size={batch}
+UPDATE accounts SET email_verified = (email_confirmed_at IS NOT NULL)
+WHERE id >= :lo AND id < :hi AND email_verified IS NULL;
+
+-- Phase 3: CONTRACT
+ALTER TABLE accounts ADD CONSTRAINT accounts_email_verified_nn CHECK (email_verified IS NOT NULL) NOT VALID;
+ALTER TABLE accounts VALIDATE CONSTRAINT accounts_email_verified_nn;
+ALTER TABLE accounts ALTER COLUMN email_verified SET NOT NULL;
+ALTER TABLE accounts DROP CONSTRAINT accounts_email_verified_nn;
+"""
+
+
+class Load:
+    """A steady read/write load: each worker a bounded loop at a fixed rate; latencies in windows."""
+
+    def __init__(self, dsn: str, workers: int, rate: float, rows: int) -> None:
+        self.dsn, self.workers, self.rate, self.rows = dsn, workers, rate, rows
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.window = "warmup"
+        self.samples: dict[str, list[float]] = {}
+        self.errors: dict[str, list[str]] = {}
+        self.next_id = rows
+        self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(workers)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def set_window(self, name: str) -> None:
+        with self.lock:
+            self.window = name
+            self.samples.setdefault(name, [])
+            self.errors.setdefault(name, [])
+
+    def _new_id(self) -> int:
+        with self.lock:
+            self.next_id += 1
+            return self.next_id
+
+    def _work(self, seed: int) -> None:
+        import psycopg
+
+        rng = random.Random(seed)
+        conn = psycopg.connect(self.dsn, autocommit=True)
+        period = 1.0 / self.rate
+        due = time.perf_counter()
+        while not self.stop.is_set():
+            due += period
+            r = rng.random()
+            key = rng.randint(1, self.rows)
+            t0 = time.perf_counter()
+            window = self.window
+            try:
+                if r < 0.7:
+                    conn.execute("SELECT id, payload FROM accounts WHERE id = %s", (key,)).fetchone()
+                elif r < 0.9:
+                    conn.execute("UPDATE accounts SET payload = md5(random()::text) WHERE id = %s", (key,))
+                else:
+                    conn.execute("INSERT INTO accounts (id, email_confirmed_at, payload) VALUES (%s, now(), 'new')",
+                                 (self._new_id(),))
+                ms = (time.perf_counter() - t0) * 1000
+                with self.lock:
+                    self.samples.setdefault(window, []).append(ms)
+            except psycopg.Error as exc:
+                with self.lock:
+                    self.errors.setdefault(window, []).append(str(exc).strip()[:200])
+                if conn.broken:
+                    conn = psycopg.connect(self.dsn, autocommit=True)
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                due = time.perf_counter()
+        conn.close()
+
+    def stats(self, name: str) -> dict:
+        xs = sorted(self.samples.get(name, []))
+        errs = self.errors.get(name, [])
+        if not xs:
+            return {"ops": 0, "errors": len(errs)}
+
+        def pct(p: float) -> float:
+            return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2)
+
+        return {"ops": len(xs), "errors": len(errs), "error_samples": errs[:3], "p50_ms": pct(0.50),
+                "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": round(xs[-1], 2)}
+
+
+def build_table(dsn: str, rows: int) -> float:
+    import psycopg
+
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE accounts (id bigint PRIMARY KEY, email_confirmed_at timestamptz, payload text)")
+        c.execute("INSERT INTO accounts SELECT g, CASE WHEN g %% 3 = 0 THEN NULL ELSE now() END, md5(g::text) "
+                  "FROM generate_series(1, %s) AS g", (rows,))
+        c.execute("VACUUM ANALYZE accounts")
+    return time.perf_counter() - t0
+
+
+def run_mreg(dsn: str, work: Path, batch: int, pause: int) -> tuple[float, list[dict], str]:
+    sys.path.insert(0, str(REPO))
+    from ledger.keys import Signer
+
+    root = work / "proj"
+    (root / "migrations").mkdir(parents=True)
+    (root / "migrations" / "20250101_000000_schema_add_email_verified.sql").write_text(
+        MIGRATION.format(lock_timeout=LOCK_TIMEOUT_MS, batch=batch, pause=pause))
+    (root / "mreg.toml").write_text(f'[project]\nname = "zd"\n[targets.main]\ntype = "postgresql"\nurl = "{dsn}"\n')
+    Signer.generate("bench").save(work / "key")
+    env = dict(os.environ, MREG_ROOT=str(root), MREG_CATALOG=str(root / "catalog.db"), MREG_KEY=str(work / "key"))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "registry.cli.main", "apply", "--confirm-contract"], cwd=root,
+                          env=env, capture_output=True, text=True)
+    secs = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"mreg apply failed: {proc.stderr[-2000:]}")
+    from ledger.log import parse_leaf
+    from ledger.store import LedgerStore
+
+    with LedgerStore(root / "catalog.db") as store:
+        log = [parse_leaf(leaf).statement for leaf in store.leaves("zd/main")]
+    return secs, log, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=50.0, help="operations per second per worker")
+    ap.add_argument("--baseline", type=float, default=20.0, help="seconds of load before migrating")
+    ap.add_argument("--batch", type=int, default=20_000)
+    ap.add_argument("--pause", type=int, default=0, help="ms between backfill batches")
+    ap.add_argument("--dsn", default=os.environ.get("MREG_BENCH_PG_DSN"))
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "zero-downtime.json"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mreg-bench-zd-"))
+    server = None
+    dsn = args.dsn
+    if dsn is None:
+        import pgserver
+
+        server = pgserver.get_server(work / "pg", cleanup_mode="stop")
+        dsn = server.get_uri()
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("DROP TABLE IF EXISTS accounts")
+            c.execute("DROP TABLE IF EXISTS schema_versions, schema_checkpoints, mreg_lock_owner CASCADE")
+        build_s = build_table(dsn, args.rows)
+        print(f"table of {args.rows} rows built in {build_s:.1f}s", flush=True)
+        load = Load(dsn, args.workers, args.rate, args.rows)
+        load.set_window("warmup")
+        load.start()
+        time.sleep(3)
+        load.set_window("baseline")
+        time.sleep(args.baseline)
+        load.set_window("migration")
+        mig_s, log, out = run_mreg(dsn, work, args.batch, args.pause)
+        load.set_window("after")
+        time.sleep(2)
+        # one plain UPDATE of the whole table, under the same load
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("ALTER TABLE accounts ADD COLUMN plain_copy boolean")
+            load.set_window("plain_update")
+            t0 = time.perf_counter()
+            plain_rows = c.execute("UPDATE accounts SET plain_copy = (email_confirmed_at IS NOT NULL)").rowcount
+            plain_s = time.perf_counter() - t0
+            nulls = c.execute("SELECT count(*) FROM accounts WHERE email_verified IS NULL").fetchone()[0]
+            nullable = c.execute("SELECT is_nullable FROM information_schema.columns WHERE table_name = 'accounts' "
+                                 "AND column_name = 'email_verified'").fetchone()[0]
+        load.stop.set()
+        for t in load.threads:
+            t.join(10)
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def phase_ms(phase: str) -> int | None:
+        for s in log:
+            if s["type"] == "apply_succeeded" and s["details"]["phase"] == phase:
+                return s["details"].get("execution_time_ms")
+        return None
+
+    checkpoints = [s for s in log if s["type"] == "batch_checkpoint" and "backfill" in s["details"]]
+    backfill_rows = checkpoints[-1]["details"]["backfill"]["rows"] if checkpoints else 0
+    backfill_ms = phase_ms("migrate") or 1
+    retries = [s["details"].get("attempt", 1) for s in log if s["type"] == "apply_started"]
+    base, during = load.stats("baseline"), load.stats("migration")
+    out_doc = {
+        "benchmark": "three-phase required column with a batched backfill under load",
+        "rows": args.rows,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": list(os.getloadavg())},
+        "load": {"workers": args.workers, "rate_per_worker": args.rate, "mix": "70% read, 20% update, 10% insert"},
+        "lock_timeout_ms": LOCK_TIMEOUT_MS,
+        "baseline": base,
+        "during_migration": during,
+        "during_plain_update": load.stats("plain_update"),
+        "migration": {"seconds": round(mig_s, 2), "expand_ms": phase_ms("expand"), "migrate_ms": phase_ms("migrate"),
+                      "contract_ms": phase_ms("contract"), "batches": len(checkpoints), "batch_size": args.batch,
+                      "backfill_rows": backfill_rows, "ledger_entries": len(log),
+                      "rows_left_null": nulls, "is_nullable_after": nullable},
+        "backfill_rows_per_s": round(backfill_rows / (backfill_ms / 1000)),
+        "plain_update": {"rows": plain_rows, "seconds": round(plain_s, 2),
+                         "rows_per_s": round(plain_rows / plain_s)},
+        "goals": {
+            "zero_load_errors": during["errors"] == 0,
+            "p99_within_2x_baseline": bool(base.get("p99_ms") and during.get("p99_ms", 1e9) <= 2 * base["p99_ms"]),
+            "no_wait_beyond_lock_timeout": during.get("max_ms", 1e9) <= LOCK_TIMEOUT_MS,
+            "backfill_at_least_half_plain_update": backfill_rows / (backfill_ms / 1000) >= 0.5 * plain_rows / plain_s,
+        },
+        "step_retries_on_lock_timeout": sum(a - 1 for a in retries),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out_doc, indent=2) + "\n")
+    print(json.dumps(out_doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
