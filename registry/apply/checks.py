@@ -64,6 +64,8 @@ def check_mirrors(cfg) -> list:
     from registry.apply.context import open_engine
     from registry.verify import Check
 
+    if not cfg.catalog.value.exists():
+        return []
     eng = open_engine(cfg, sorted(cfg.targets), sign=False)
     out = []
     try:
