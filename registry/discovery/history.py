@@ -12,11 +12,12 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
-from registry.discovery import rules
+from registry.discovery import rules, treediff
 
 TREE_MODE = 0o040000
 LINK_MODE = 0o120000
 GITLINK_MODE = 0o160000
+TREE_CACHE_BYTES = 64 * 1024 * 1024  # parsed history is walked in order: recent trees suffice
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Change:
 class Objects:
     """Raw object access with a tree cache; blobs are read by the caller once per id."""
 
-    def __init__(self, repo_path: str, tree_cache: int = 200_000) -> None:
+    def __init__(self, repo_path: str) -> None:
         from dulwich.objects import parse_tree
         from dulwich.repo import Repo
 
@@ -50,8 +51,8 @@ class Objects:
 
         self._readers = [PackReader(p, self.store.get_raw) for p in getattr(self.store, "packs", [])]
         self._parse_tree = parse_tree
-        self._trees: dict[bytes, frozenset] = {}
-        self._cap = tree_cache
+        self._trees: dict[bytes, list] = {}  # tree id -> [raw bytes, entry offsets or None]
+        self._tree_bytes = 0
         self.reads = 0
 
     def close(self) -> None:
@@ -93,18 +94,32 @@ class Objects:
                 when = int(ts) if ts.isdigit() else 0
         return CommitInfo(sha, tree, tuple(parents), author, when)
 
-    def tree(self, sha: bytes) -> frozenset:
-        """The entries ``(name, mode, hex id)`` (bytes) of a tree, as a set (diffed in C)."""
+    def tree(self, sha: bytes) -> list:
+        """``[raw bytes, entry offsets or None]`` of a tree, cached (bounded) by id."""
         cached = self._trees.get(sha)
         if cached is not None:
             return cached
         self.reads += 1
         _, raw = self._get(sha)
-        entries = frozenset(self._parse_tree(raw, 20))
-        if len(self._trees) >= self._cap:
+        if self._tree_bytes > TREE_CACHE_BYTES:
             self._trees.clear()
-        self._trees[sha] = entries
-        return entries
+            self._tree_bytes = 0
+        entry = self._trees[sha] = [raw, None]
+        self._tree_bytes += len(raw)
+        return entry
+
+    def changed_entries(self, old: bytes | None, new: bytes | None) -> tuple[list, list]:
+        """Entries only in ``old`` and only in ``new`` (``(name, mode, hex id)``), reading little."""
+        a = self.tree(old) if old else None
+        b = self.tree(new) if new else None
+        if a is not None and b is not None and len(a[0]) > treediff.SMALL and len(b[0]) > treediff.SMALL:
+            if a[1] is None:
+                a[1] = treediff.starts_of(a[0])
+            only_a, only_b, b[1] = treediff.delta(self._parse_tree, a[0], a[1], b[0])
+            return only_a, only_b
+        sa = set(self._parse_tree(a[0], 20)) if a is not None else set()
+        sb = set(self._parse_tree(b[0], 20)) if b is not None else set()
+        return list(sa - sb), list(sb - sa)
 
     def blob(self, sha: str) -> bytes:
         _, raw = self.raw(sha)
@@ -205,12 +220,11 @@ def _diff(objects: Objects, scope: rules.Scope, old: bytes | None, new: bytes | 
           out: list[Change]) -> None:
     if old == new:
         return
-    a = objects.tree(old) if old else frozenset()
-    b = objects.tree(new) if new else frozenset()
+    only_a, only_b = objects.changed_entries(old, new)
     changed: dict[bytes, list] = {}
-    for name, mode, sha in a - b:
+    for name, mode, sha in only_a:
         changed.setdefault(name, [None, None])[0] = (mode, sha)
-    for name, mode, sha in b - a:
+    for name, mode, sha in only_b:
         changed.setdefault(name, [None, None])[1] = (mode, sha)
     folder = prefix[:-1]
     holds = None

@@ -17,7 +17,7 @@ from dulwich.pack import apply_delta
 
 OFS_DELTA = 6
 REF_DELTA = 7
-CACHE_BYTES = 192 * 1024 * 1024
+CACHE_BYTES = 48 * 1024 * 1024
 
 
 class PackReader:
