@@ -148,7 +148,9 @@ def commit_records(cfg, rev: str = "HEAD") -> tuple[list[dict], list[dict]]:
             continue
         mode = _git(root, "ls-tree", rev, "--", path).split(" ", 1)[0]
         data = _git(root, "show", f"{rev}:{path}", data=True)
-        parsed = inspect(path, data, naming, symlink=(mode == "120000"), check=False)
+        # Canonical files take their type from the name: no full parse needed (pre-commit ran it).
+        # Legacy files are parsed exactly as the scan does, so both give the same id.
+        parsed = inspect(path, data, naming, symlink=(mode == "120000"), check=naming.scheme != "canonical")
         if parsed.get("error"):
             errors.append(finding("parse_error", [path], f"{path}: {parsed['error']['message']}"))
             continue

@@ -56,7 +56,7 @@ def test_commit_of_a_new_migration_registers_it(empty_project):
     from registry.registration import scan_and_register
 
     _result, done = list(scan_and_register(config.load()))[-1]
-    assert done.registered == []
+    assert done.registered == [] and done.updated == []
 
 
 def test_malformed_migrations_are_refused_with_the_reason(empty_project):
@@ -102,3 +102,20 @@ def test_post_commit_registration_is_fast(empty_project):
     assert out.returncode == 0, out.stderr
     assert "registered 20251121_090000_schema_add_widgets" in out.stderr
     assert elapsed < 1.5  # the benchmark measures the 0.3 s goal; this guards against regressions only
+
+
+def test_hook_and_scan_agree_on_a_legacy_migration(empty_project):
+    root = empty_project.root
+    (root / "db/migrations").mkdir(parents=True)
+    (root / "db/migrations/V3__seed_roles.sql").write_text(
+        "INSERT INTO roles (name) VALUES ('admin');\n-- Rollback:\nDELETE FROM roles WHERE name = 'admin';\n")
+    seedrepo.git(root, "add", "db")
+    seedrepo.git(root, "commit", "-q", "--no-verify", "-m", "legacy")
+    out = subprocess.run([sys.executable, "-m", "registry.hooks", "post-commit"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    (hooked,) = list_migrations(config.load())
+    assert hooked["type"] == "data" and hooked["scheme"] == "flyway"
+    from registry.registration import scan_and_register
+
+    _result, done = list(scan_and_register(config.load()))[-1]
+    assert done.registered == [] and done.updated == []
