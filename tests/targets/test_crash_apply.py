@@ -138,7 +138,7 @@ def test_kill_9_at_random_points_then_apply_again(crash_project, pg_server, tmp_
         code, out, err = proj.run("apply")
         assert code == 0, f"trial {trial}: {err}"
         check_consistent(proj, dsn)
-        if trial % 5 == 0 or 0 < before < total:
+        if trial % 3 == 0 or trial == TRIALS - 1:  # verify is a process of its own: every third trial
             code, out, err = proj.run("verify")
             assert code == 0, f"trial {trial}: {out}{err}"
     assert interrupted >= TRIALS // 2, f"only {interrupted} of {TRIALS} kills landed mid-run"
