@@ -144,11 +144,27 @@ def up(state_dir: Path, only: list[str] | None = None) -> list[ServerStatus]:
         return _up(state_dir, only)
 
 
+def _launch(state_dir: Path, state: dict, server: DevServer, data_dir: Path, log: Path) -> process.Spawned:
+    """Start ``server`` on a free port and record it before anyone waits for it (so `down` finds it)."""
+    port = process.free_port()
+    launch = server.launch(data_dir, port)
+    spawned = process.spawn(launch.argv, cwd=launch.cwd, log=log, env=launch.env, user=launch.user)
+    state["servers"][server.name] = {
+        "name": server.name, "type": server.type, "port": port, "pid": spawned.pid,
+        "started": spawned.started, "data_dir": str(data_dir), "log": str(log),
+        "url": server.url(port), "version": None, "ready": False,
+        "started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "argv": launch.argv,
+    }
+    _write_state(state_dir, state)
+    return spawned
+
+
 def _up(state_dir: Path, only: list[str] | None) -> list[ServerStatus]:
     state = read_state(state_dir)
     records = state["servers"]
     results: dict[str, ServerStatus] = {}
-    pending: dict[str, tuple[DevServer, process.Spawned, float]] = {}
+    pending: dict[str, tuple[DevServer, process.Spawned, float, int]] = {}
 
     for server in _select(only):
         record = records.get(server.name)
@@ -167,25 +183,15 @@ def _up(state_dir: Path, only: list[str] | None) -> list[ServerStatus]:
         began = time.monotonic()
         try:
             server.prepare(data_dir)
-            port = process.free_port()
-            launch = server.launch(data_dir, port)
-            spawned = process.spawn(launch.argv, cwd=launch.cwd, log=log, env=launch.env, user=launch.user)
+            spawned = _launch(state_dir, state, server, data_dir, log)
         except (DevServerError, OSError) as exc:
             results[server.name] = ServerStatus(server.name, server.type, "failed", False,
                                                 reason=str(exc), log=str(log))
             continue
-        records[server.name] = {
-            "name": server.name, "type": server.type, "port": port, "pid": spawned.pid,
-            "started": spawned.started, "data_dir": str(data_dir), "log": str(log),
-            "url": server.url(port), "version": None, "ready": False,
-            "started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "argv": launch.argv,
-        }
-        _write_state(state_dir, state)  # recorded before waiting, so `down` can stop it whatever happens
-        pending[server.name] = (server, spawned, began)
+        pending[server.name] = (server, spawned, began, 1)
 
     while pending:
-        for name, (server, spawned, began) in list(pending.items()):
+        for name, (server, spawned, began, attempt) in list(pending.items()):
             record = records[name]
             exited = spawned.popen.poll() is not None
             answering = not exited and process.port_open(HOST, record["port"])
@@ -201,7 +207,19 @@ def _up(state_dir: Path, only: list[str] | None) -> list[ServerStatus]:
                 record.update(version=version, ready=True)
                 results[name] = _status_of(server, record, "started")
                 results[name].seconds = round(waited, 2)
-            elif exited or waited > server.start_timeout:
+            else:
+                if exited and attempt < 2 and "error" not in record:
+                    # most often the free port was taken in the meantime: once more, on another port
+                    process.stop(spawned.pid, spawned.started, sig=server.stop_signal, timeout=5)
+                    data_dir, log = Path(record["data_dir"]), Path(record["log"])
+                    try:
+                        relaunched = _launch(state_dir, state, server, data_dir, log)
+                        pending[name] = (server, relaunched, began, attempt + 1)
+                        continue
+                    except (DevServerError, OSError) as exc:
+                        record["error"] = str(exc)
+                if not exited and waited <= server.start_timeout:
+                    continue  # not ready yet
                 process.stop(spawned.pid, spawned.started, sig=server.stop_signal, timeout=5)
                 why = record.pop("error", None) or (
                     f"exited with status {spawned.popen.returncode}" if exited
@@ -210,8 +228,6 @@ def _up(state_dir: Path, only: list[str] | None) -> list[ServerStatus]:
                 results[name] = ServerStatus(name, server.type, "failed", False, reason=(
                     f"{why}; log {record['log']}: {log_tail}" if log_tail else why), log=record["log"])
                 records.pop(name)
-            else:
-                continue
             pending.pop(name)
             _write_state(state_dir, state)
         if pending:

@@ -248,3 +248,39 @@ def test_ci_true_turns_a_skipped_target_into_a_failed_session(tmp_path):
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert "targets skipped under CI=true" in strict.stdout
     assert "test_skips_a_target" in strict.stdout and "only on Windows" not in strict.stdout.split("CI=true")[-1]
+
+
+def test_a_server_that_exits_is_reported_with_its_log_and_the_others_still_start(tmp_path, monkeypatch):
+    import sys
+
+    from registry.dev import manager
+    from registry.dev.base import DevServer, Launch
+
+    class Broken(DevServer):
+        name, type, start_timeout = "broken", "broken", 20.0
+
+        def launch(self, data_dir, port):
+            code = f"import sys; print('boom: cannot listen on {port}'); sys.exit(3)"
+            return Launch([sys.executable, "-c", code], data_dir)
+
+        def probe(self, port):
+            return None
+
+        def url(self, port):
+            return f"broken://127.0.0.1:{port}"
+
+    monkeypatch.setitem(manager.SERVERS, "broken", Broken())
+    state_dir = tmp_path / ".mreg"
+    try:
+        results = {r.name: r for r in manager.up(state_dir, ["broken", "redis"])}
+        assert results["redis"].outcome == "started" and results["redis"].running
+        broken = results["broken"]
+        assert broken.outcome == "failed" and not broken.running
+        assert "exited with status 3" in broken.reason and "boom: cannot listen" in broken.reason
+        log = (state_dir / "dev" / "logs" / "broken.log").read_text()
+        assert log.count("boom") == 2, "a server that exits is tried once more, on another port"
+        assert "broken" not in manager.read_state(state_dir)["servers"]
+    finally:
+        stopped = {r.name: r for r in manager.down(state_dir, ["redis"])}
+    assert stopped["redis"].outcome == "stopped"
+    assert not _alive(results["redis"].pid)
