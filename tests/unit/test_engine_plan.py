@@ -168,3 +168,38 @@ def test_targets_without_state_are_skipped():
     a, n = mig("a"), mig("n", database="neo4j")
     plan = build_plan([a, n], PG, {"neo4j": log_state([])}, ordered=True)
     assert steps(plan) == [("n", "expand", "neo4j")]
+
+
+def test_validation_results_are_compared_by_column_and_value():
+    from registry.apply.runner import rule_holds
+
+    assert rule_holds([{"count": 1}], {"count": 1}) == (True, {"count": 1})
+    assert rule_holds([{"COUNT": 1}], {"count": 1})[0]
+    from decimal import Decimal
+
+    assert rule_holds([{"n": Decimal("2")}], 2)[0]
+    assert rule_holds([{"is_nullable": "NO"}], {"is_nullable": "NO"})[0]
+    assert rule_holds([{"count": 0}], {"count": 1}) == (False, {"count": 0})
+    assert rule_holds([], {"count": 0}) == (False, {"count": None})
+    assert rule_holds([{"ok": True}], None)[0] and not rule_holds([{"ok": False}], None)[0]
+
+
+def test_rules_belong_to_the_phase_their_name_says():
+    from registry.apply.runner import rule_phase
+    from registry.model import ValidationRule
+
+    assert rule_phase(ValidationRule("migrate.backfilled"), "contract") == "migrate"
+    assert rule_phase(ValidationRule("table_exists"), "contract") == "contract"
+    assert rule_phase(ValidationRule("expanded"), "expand") == "expand"
+
+
+def test_only_sql_that_postgres_runs_in_a_transaction_shares_its_checkpoint():
+    from types import SimpleNamespace
+
+    from registry.apply.runner import shares_transaction
+
+    pg = SimpleNamespace(kind="postgresql")
+    assert shares_transaction(pg, Step("INSERT INTO t VALUES (1)"))
+    assert not shares_transaction(pg, Step("CREATE INDEX CONCURRENTLY i ON t (x)"))
+    assert not shares_transaction(pg, Step("VACUUM t"))
+    assert not shares_transaction(SimpleNamespace(kind="neo4j"), Step("MATCH (n) RETURN n", kind="cypher"))
