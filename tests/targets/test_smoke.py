@@ -284,3 +284,32 @@ def test_a_server_that_exits_is_reported_with_its_log_and_the_others_still_start
         stopped = {r.name: r for r in manager.down(state_dir, ["redis"])}
     assert stopped["redis"].outcome == "stopped"
     assert not _alive(results["redis"].pid)
+
+
+def test_stop_leaves_a_recycled_pid_alone_and_stops_its_own_group(tmp_path):
+    import sys
+    import time
+
+    from registry.dev import process
+
+    # a process group of two: a leader and its child, as a server and its workers
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    spawned = process.spawn([sys.executable, "-c", code], cwd=tmp_path, log=tmp_path / "p.log")
+    try:
+        for _ in range(50):
+            family = process.descendants(spawned.pid)
+            if family:
+                break
+            time.sleep(0.1)
+        assert family, "the child started"
+        # the recorded start time differs: this pid is someone else's now; nothing is signalled
+        assert process.stop(spawned.pid, spawned.started + 1, timeout=1) is True
+        assert process.is_ours(spawned.pid, spawned.started)
+        # with the right start time the whole group goes, the child included
+        assert process.stop(spawned.pid, spawned.started, timeout=5) is True
+        assert not process.is_ours(spawned.pid, spawned.started)
+        assert not any(process.is_ours(pid, started) for pid, started in family)
+        assert not process.group_alive(spawned.pid)
+    finally:
+        if process.is_ours(spawned.pid, spawned.started):
+            process.stop(spawned.pid, spawned.started, timeout=1)
