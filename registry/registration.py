@@ -96,9 +96,6 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
 
     ``findings=False`` leaves the findings table for the next scan (the post-commit hook).
     """
-    from ledger.log import parse_leaf
-    from ledger.store import LedgerStore
-
     path = Path(cfg.catalog.value)
     origin = catalog.registry_origin(cfg)
     conn = catalog.connect(path)
@@ -106,6 +103,8 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
         stmts, done = plan_statements(conn, origin, migrations, actor or actor_name())
         if stmts:
             from ledger.keys import load_signer
+            from ledger.log import parse_leaf
+            from ledger.store import LedgerStore
 
             signer = load_signer(cfg.key.value)
             store = LedgerStore(path)

@@ -68,8 +68,9 @@ class Objects:
         """An object's type and bytes, straight from the pack that holds it (else the object store)."""
         binsha = bytes.fromhex(hexsha.decode("ascii"))
         for reader in self._readers:
-            if binsha in reader.offsets:
-                return reader.get(binsha)
+            offset = reader.offset(binsha)
+            if offset is not None:
+                return reader.get_at(offset)
         return self.store.get_raw(hexsha)  # loose objects
 
     def commit(self, sha: str) -> CommitInfo:

@@ -2,7 +2,7 @@
 
 dulwich's object store is general (locks, LRU bookkeeping, multi-pack index checks per
 read); a scan reads ~100,000 objects in commit order, so this reader keeps only what
-that needs: one ``sha -> offset`` dict per pack (built once from dulwich's pack index),
+that needs: dulwich's pack index to find an object's offset,
 the pack mapped in memory, ``zlib`` to inflate, dulwich's C ``apply_delta`` for deltas,
 and a bounded cache of resolved objects by offset (reading oldest commits first makes
 each delta's base the object read just before it).
@@ -24,7 +24,7 @@ class PackReader:
     """Objects of one pack by binary id; ``get`` raises KeyError when the pack lacks one."""
 
     def __init__(self, pack, resolve_external) -> None:
-        self.offsets = {sha: off for sha, off, _crc in pack.index.iterentries()}
+        self.index = pack.index
         self._file = open(pack.data.path, "rb")
         self.map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self._cache: dict[int, tuple[int, bytes]] = {}
@@ -35,8 +35,15 @@ class PackReader:
         self.map.close()
         self._file.close()
 
-    def get(self, binsha: bytes) -> tuple[int, bytes]:
-        return self._at(self.offsets[binsha])
+    def offset(self, binsha: bytes) -> int | None:
+        """Where the object is in this pack (dulwich's index: fan-out table and C bisection), or None."""
+        try:
+            return self.index.object_offset(binsha)
+        except KeyError:
+            return None
+
+    def get_at(self, offset: int) -> tuple[int, bytes]:
+        return self._at(offset)
 
     def _at(self, offset: int) -> tuple[int, bytes]:
         hit = self._cache.get(offset)
@@ -71,8 +78,8 @@ class PackReader:
         if base is not None or base_sha is not None:
             if base is not None:
                 kind, source = self._at(base)
-            elif base_sha in self.offsets:
-                kind, source = self._at(self.offsets[base_sha])
+            elif (at := self.offset(base_sha)) is not None:
+                kind, source = self._at(at)
             else:
                 kind, source = self._external(base_sha)
             out = apply_delta(source, data)

@@ -38,7 +38,24 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def load(conn: sqlite3.Connection, *, with_parsed: bool = True) -> State:
+class ParsedCache(dict):
+    """Parsed blobs, read from ``scan_parsed`` only when asked for (a re-scan needs few)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        row = self._conn.execute("SELECT data FROM scan_parsed WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return default
+        value = self[key] = json.loads(row[0])
+        return value
+
+
+def load(conn: sqlite3.Connection) -> State:
     state = State()
     state.refs = dict(conn.execute("SELECT ref, sha FROM scan_refs"))
     state.commits = {r[0] for r in conn.execute("SELECT sha FROM scan_commits")}
@@ -47,8 +64,7 @@ def load(conn: sqlite3.Connection, *, with_parsed: bool = True) -> State:
         state.lineages[key] = lin
         state.ids.add(lin.id)
     state.files = dict(conn.execute("SELECT path, lineage FROM scan_files"))
-    if with_parsed:
-        state.parsed = {k: json.loads(v) for k, v in conn.execute("SELECT key, data FROM scan_parsed")}
+    state.parsed = ParsedCache(conn)
     state.bad_paths = {p: json.loads(d) for p, d in conn.execute("SELECT path, data FROM scan_errors")}
     return state
 
