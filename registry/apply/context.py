@@ -91,6 +91,10 @@ class Engine:
     def log(self, name: str) -> TargetLog:
         return self.logs[name]
 
+    def close(self) -> None:
+        """Release the locks, close the adapters and catalog.db (in reverse order of opening)."""
+        self.stack.close()
+
 
 def open_engine(cfg, names: list[str], *, required: str | None = None, sign: bool = True) -> Engine:
     """Open catalog.db, the signing key and an adapter per target in ``names`` (skipping unavailable ones)."""
@@ -135,13 +139,6 @@ def lock_all(eng: Engine, owner: str, timeout_s: float) -> None:
 
 def sync_all(eng: Engine) -> dict[str, int]:
     return {name: log.sync() for name, log in sorted(eng.logs.items())}
-
-
-def close(eng: Engine) -> None:
-    eng.stack.close()
-
-
-Engine.close = close  # type: ignore[attr-defined]
 
 
 def engine_targets(cfg, target: str | None, migrations: list | None = None) -> list[str]:
