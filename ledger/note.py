@@ -197,12 +197,18 @@ def parse(msg: str) -> Note:
 def verify_detail(msg: str, verifier_keys: list[str] | list[Verifier]
                   ) -> tuple[Note, list[tuple[Verifier, int | None]]]:
     """Verify; return the note and each verifying key with its cosignature timestamp (or None)."""
+    if isinstance(msg, (bytes, bytearray)):
+        try:
+            msg = bytes(msg).decode("utf-8")
+        except UnicodeDecodeError:
+            raise NoteError("note is not UTF-8", hint="the note was altered") from None
     note = parse(msg)
     known: dict[tuple[str, bytes], Verifier] = {}
+    ambiguous: set[tuple[str, bytes]] = set()
     for k in verifier_keys:
         v = k if isinstance(k, Verifier) else parse_verifier(k)
-        if (v.name, v.id) in known and known[(v.name, v.id)] != v:
-            raise NoteError(f"ambiguous key {v.name}+{v.id.hex()}", hint="remove the duplicate key")
+        if (v.name, v.id) in known:
+            ambiguous.add((v.name, v.id))  # as Go's VerifierList: an error only if a signature uses it
         known[(v.name, v.id)] = v
     verified: list[tuple[Verifier, int | None]] = []
     seen: set[tuple[str, bytes]] = set()
@@ -211,6 +217,8 @@ def verify_detail(msg: str, verifier_keys: list[str] | list[Verifier]
         v = known.get((sig.name, sig.id))
         if v is None or (sig.name, sig.id) in seen:
             continue
+        if (sig.name, sig.id) in ambiguous:
+            raise NoteError(f"ambiguous key {sig.name}+{sig.id.hex()}", hint="list each verifier key once")
         seen.add((sig.name, sig.id))
         raw = base64.b64decode(sig.b64)[4:]
         stamp = None

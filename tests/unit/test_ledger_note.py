@@ -73,3 +73,44 @@ def test_checkpoint_body_parsing():
     for bad in ("o/x\n012\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", "o/x\n12\nAAAA\n", "o/x\n12\n"):
         with pytest.raises(CheckpointError):
             parse_body(bad)
+
+
+# The cases of Go's note_test.go (TestNewVerifier, TestOpen), same inputs, same verdicts.
+ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
+PETER_SIG = SIGNED[len(TEXT) + 1:]
+
+
+def test_go_new_verifier_manglings_are_refused():
+    note.parse_verifier(VKEY)
+    b = VKEY.encode()
+    bad = [b[i:j] for i in range(len(b) + 1) for j in range(i + 1, len(b) + 1) if (i, j) != (0, len(b))]
+    bad += [b[:i] + bytes([b[i] + 1]) + b[i + 1:] for i in range(len(b))]
+    bad += [b"PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==",
+            b"PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"]
+    for k in bad:
+        with pytest.raises(NoteError):
+            note.parse_verifier(k.decode("latin-1"))
+
+
+def test_go_open_cases():
+    both = TEXT + "\n" + PETER_SIG + ENOCH
+    assert note.verify(both, [VKEY]) == ["PeterNeumann"]
+    assert note.verify(both, [VKEY, ENOCH_VKEY]) == ["PeterNeumann", "EnochRoot"]
+    with pytest.raises(NoteError, match="no verifiable signatures"):
+        note.verify(both, [])
+    with pytest.raises(NoteError, match="ambiguous key EnochRoot\\+af0cfe78"):
+        note.verify(TEXT + "\n" + ENOCH, [ENOCH_VKEY, VKEY, ENOCH_VKEY])
+    assert note.verify(TEXT + "\n" + PETER_SIG, [ENOCH_VKEY, VKEY, ENOCH_VKEY]) == ["PeterNeumann"]
+    with pytest.raises(NoteError, match="100 signatures"):
+        note.verify(TEXT + "\n" + PETER_SIG * 101, [VKEY])
+    with pytest.raises(NoteError, match="invalid signature for key PeterNeumann\\+c74f20a3"):
+        note.verify(TEXT + "\n" + PETER_SIG[:60] + "ABCD" + PETER_SIG[60:], [VKEY])
+    dup = TEXT + "\n" + PETER_SIG + PETER_SIG + ENOCH + ENOCH + ENOCH[:60] + "ABCD" + ENOCH[60:]
+    assert note.verify(dup, [VKEY]) == ["PeterNeumann"]
+    for bad in (TEXT, TEXT + "\n", TEXT + "\n" + PETER_SIG[:-1], "\x01" + TEXT + "\n" + PETER_SIG,
+                TEXT + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
+                TEXT + "\n" + PETER_SIG + "Unexpected line.\n"):
+        with pytest.raises(NoteError):
+            note.verify(bad, [VKEY])
+    with pytest.raises(NoteError, match="UTF-8"):
+        note.verify(b"\xff" + (TEXT + "\n" + PETER_SIG).encode(), [VKEY])
