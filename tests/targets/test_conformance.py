@@ -26,7 +26,7 @@ from registry.config import Target
 from registry.errors import DatabaseError
 from registry.model import Step
 from registry.targets import ADAPTERS, adapter_class
-from registry.targets.base import LockTimeout, StepFailed, mirror_row_from_leaf
+from registry.targets.base import Adapter, LockTimeout, Session, StepFailed, mirror_row_from_leaf
 
 # What each kind runs. ``check`` is a read whose first row's first value is truthy
 # when ``create`` was applied; ``tamper`` are statements that try to rewrite or
@@ -210,11 +210,17 @@ def make_log(n: int, origin: str = ORIGIN, engine: str = "postgresql", signer=No
 # ----------------------------------------------------------------------------- the suite
 
 
-def test_connect_and_server_version(adapter):
+def test_connect_and_server_version(kind, adapter):
     version = adapter.server_version()
     assert isinstance(version, str) and any(ch.isdigit() for ch in version)
     for attr in ("transactional_ddl", "supports_concurrent_index", "supports_batches"):
         assert isinstance(getattr(adapter, attr), bool)
+    assert isinstance(adapter, Adapter)  # the Protocol of registry/targets/base.py
+    assert adapter.kind == kind
+    for transactional in (True, False):
+        with adapter.session(transactional=transactional) as s:
+            assert isinstance(s, Session)
+            assert s.transactional is transactional
 
 
 def test_unreachable_server_names_the_target_without_password(kind):
