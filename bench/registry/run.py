@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE.parents[1] / "bench" / "results" / "registry.json"))
     args = ap.parse_args()
 
+    load_start = os.getloadavg()  # the machine may be shared: the figures carry its load
     work = Path(tempfile.mkdtemp(prefix="mreg-bench-registry-"))
     repo = work / "repo"
     t0 = time.perf_counter()
@@ -88,7 +89,8 @@ def main() -> None:
     result = {
         "benchmark": "registry",
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count()},
+                    "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_start],
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "repository": {"commits": args.commits, "migration_files": args.files, "folders": len(build.FOLDERS),
                        "build_seconds": round(build_s, 2)},
         "peer": {"git_log_name_status_seconds": round(git_log, 3),
