@@ -69,8 +69,8 @@ def plan(cfg, into: Path) -> list[dict]:
     for r in rows:
         ext = EXTENSIONS.get(r["database"], "sql")
         dest = f"{rel_into}/{r['id']}.{ext}"
-        if r["path"] == dest:
-            continue
+        if r["path"] == dest or (r["scheme"] == "canonical" and r["path"].startswith(rel_into + "/")):
+            continue  # already canonical (a per-database subfolder of <into> is fine too)
         src_ext = r["path"].rpartition(".")[2].lower()
         moves.append({
             "id": r["id"], "from": r["path"], "to": dest, "duplicates": [p for p in r["paths"] if p != r["path"]],
