@@ -183,9 +183,11 @@ def check_files(cfg: Config) -> list[Check]:
 CHECKS: list[Callable[[Config], list[Check]]] = [check_ledger, check_mirrors, check_files]
 
 
-def verify_all(cfg: Config) -> list[Check]:
-    """Run every registered check."""
+def verify_all(cfg: Config, on_progress: Callable[[str, int, int], None] | None = None) -> list[Check]:
+    """Run every registered check; ``on_progress(name, done, total)`` is called before each one."""
     results: list[Check] = []
-    for check in CHECKS:
+    for done, check in enumerate(CHECKS):
+        if on_progress is not None:
+            on_progress(check.__name__.removeprefix("check_"), done, len(CHECKS))
         results.extend(check(cfg))
     return results

@@ -25,6 +25,12 @@ def _actor(signer) -> str:
     return os.environ.get("MREG_ACTOR") or signer.comment or getpass.getuser()
 
 
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def _origin(ctx, origin: str | None) -> str:
     return origin if origin and "/" in origin else ctx.origin(origin)
 
@@ -106,7 +112,16 @@ def verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     from registry.cli.output import emit_json, say, warn
     from registry.verify import verify_all
 
-    checks = verify_all(config.load())
+    cfg = config.load()
+    if as_json:
+        checks = verify_all(cfg)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=_stderr()) as bar:
+            task = bar.add_task("verifying", total=None)
+            checks = verify_all(cfg, lambda name, done, total: bar.update(
+                task, description=f"verifying: {name}", completed=done, total=total))
     if as_json:
         emit_json({"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]})
     else:
