@@ -124,7 +124,27 @@ def open_engine(cfg, names: list[str], *, required: str | None = None, sign: boo
         eng.adapters[name] = adapter
         eng.stack.callback(adapter.close)
         eng.logs[name] = TargetLog(store, origin_of(cfg, name), adapter, signer, target)
+    if eng.logs:
+        found = registrations(cfg, store)
+        for log in eng.logs.values():
+            log.registrations = found
     return eng
+
+
+def registrations(cfg, store) -> dict[str, str]:
+    """Migration id -> event id of its latest ``register`` statement in the registry log."""
+    from ledger.log import parse_leaf
+
+    origin = f"{cfg.project.value}/registry"
+    out: dict[str, str] = {}
+    if origin not in store.origins():
+        return out
+    for leaf in store.leaves(origin):
+        stmt = parse_leaf(leaf).statement
+        mid = (stmt.get("migration") or {}).get("id")
+        if stmt.get("type") == "register" and mid:
+            out[mid] = stmt["event_id"]
+    return out
 
 
 def lock_all(eng: Engine, owner: str, timeout_s: float) -> None:
@@ -188,7 +208,9 @@ def git_note(cfg, store) -> bool:
                               capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return False
-        done = subprocess.run(["git", "notes", "--ref=mreg", "add", "-f", "-F", "-", "HEAD"], cwd=root,
+        who = subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True, text=True, timeout=10)
+        ident = [] if who.stdout.strip() else ["-c", "user.name=mreg", "-c", "user.email=mreg@localhost"]
+        done = subprocess.run(["git", *ident, "notes", "--ref=mreg", "add", "-f", "-F", "-", "HEAD"], cwd=root,
                               input="\n\n".join(texts) + "\n", capture_output=True, text=True, timeout=10)
         return done.returncode == 0
     except (OSError, subprocess.SubprocessError):

@@ -72,6 +72,12 @@ class TargetLog:
     appended: int = 0
     defer_catalog: bool = True
     unflushed: list = field(default_factory=list)
+    registrations: dict = field(default_factory=dict)  # migration id -> event id of its `register`
+
+    def registration(self, migration_id: str) -> list[str] | None:
+        """``refs`` of an ``apply_started``: the registration it applies (SPEC §5), when the registry has one."""
+        event = self.registrations.get(migration_id)
+        return [event] if event else None
 
     # -- replica <- mirror ------------------------------------------------------
     def sync(self) -> int:

@@ -188,7 +188,7 @@ def _record_failure(log, entry, exc, *, started: str | None = None, **more) -> N
     if started is None:
         with log.adapter.session(True) as s:
             sid = log.stage(s, "apply_started", m, _phase_details(entry, steps=len(entry.steps),
-                                                                   txmode=m.txmode))
+                                                                   txmode=m.txmode), refs=log.registration(m.id))
             log.stage(s, "apply_failed", m, details, refs=[sid])
             s.commit()
         log.committed()
@@ -208,7 +208,8 @@ def _run_transactional(log, adapter, entry):
         try:
             with _session(adapter, True, entry) as s:
                 sid = log.stage(s, "apply_started", m, _phase_details(entry, steps=total, txmode=m.txmode,
-                                                                      attempt=attempt), defer=True)
+                                                                      attempt=attempt),
+                                refs=log.registration(m.id), defer=True)
                 bad = check_rules(s, entry, "pre", adapter.kind)
                 if bad is None:
                     for i, step in enumerate(entry.steps):
@@ -260,7 +261,8 @@ def _ledger_validation(log, entry, exc: ValidationFailed, *, rolled_back: str, s
     d = exc.data
     with log.adapter.session(True) as s:
         sid = started or log.stage(s, "apply_started", m, _phase_details(entry, steps=len(entry.steps),
-                                                                          txmode=m.txmode))
+                                                                          txmode=m.txmode),
+                                   refs=log.registration(m.id))
         log.stage(s, "validation_failed", m, _phase_details(
             entry, rule=d["rule"], expected=_jsonable(d["expected"]), found=_jsonable(d["found"])), refs=[sid])
         log.stage(s, "apply_failed", m, _phase_details(entry, reason="validation", rolled_back=rolled_back,
@@ -285,7 +287,7 @@ def _run_stepwise(log, adapter, entry):
     start = entry.resume_from
     sid = log.record("apply_started", m, _phase_details(
         entry, steps=total, txmode="none", resume_from=start or None,
-        resume_backfill=entry.backfill_from is not None or None))
+        resume_backfill=entry.backfill_from is not None or None), refs=log.registration(m.id))
     yield Progress("phase_started", entry.target, m.id, entry.phase, entry.tenant, start, total,
                    message=f"{m.id} {entry.phase} (step by step" + (f", resuming at step {start + 1})" if start else ")"))
     try:

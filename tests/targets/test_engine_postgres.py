@@ -341,3 +341,25 @@ def test_lock_holder_is_reported_and_a_second_operator_gives_up_naming_it(proj, 
     code, out, err = proj.run("apply", "--lock-wait", "5")
     assert code == 0, err
     assert proj.json("status")["targets"][0]["lock_holder"] is None
+
+
+def test_apply_names_the_registration_and_notes_the_checkpoint_in_git(proj):
+    import subprocess
+
+    from ledger.log import parse_leaf
+    from ledger.store import LedgerStore
+
+    proj.write("20250101_000000_schema_t.sql", "-- Phase 1: EXPAND\nCREATE TABLE t (id int);\n")
+    git = ["git", "-C", str(proj.root), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "migrations"], check=True)
+    subprocess.run([*git, "commit", "-qm", "migrations"], check=True)
+    assert proj.run("scan")[0] == 0
+    assert proj.run("apply")[0] == 0
+    with LedgerStore(proj.env["MREG_CATALOG"]) as store:
+        registered = [parse_leaf(leaf).statement for leaf in store.leaves("t/registry")]
+    reg = [s["event_id"] for s in registered if s["type"] == "register"]
+    started = events(proj.statements("main"), kind="apply_started")[0]
+    assert started["refs"] == reg
+    note = subprocess.run([*git, "notes", "--ref=mreg", "show", "HEAD"], capture_output=True, text=True)
+    assert note.returncode == 0 and note.stdout.startswith("t/main\n2\n")
