@@ -143,16 +143,34 @@ def _alive(pid: int) -> bool:
     return process.start_time(pid) is not None
 
 
+@pytest.fixture
+def dev_project(tmp_path):
+    """A project root outside pytest's tmp folder, for `mreg dev up` there.
+
+    PostgreSQL runs as an unprivileged user when we are root, and must reach its data folder;
+    every new pytest session resets /tmp/pytest-of-<user> to mode 0700, so a project inside
+    tmp_path could become unreachable while initdb runs.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="mreg-dev-cli-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_dev_up_status_down_through_the_cli(mreg_project, tmp_path):
+def test_dev_up_status_down_through_the_cli(dev_project, tmp_path):
     import json
     import os
     import re
 
     from registry.dev import process
 
-    env = dict(os.environ)
-    env["HOME"] = os.environ.get("HOME", str(tmp_path))
+    mreg_project = dev_project
+    env = {**os.environ, "MREG_ROOT": str(dev_project)}
     # 1. Without launchers (an empty tools folder) Neo4j and TimescaleDB cannot start:
     #    each is reported with its reason and PostgreSQL and Redis still start.
     empty = tmp_path / "no-tools"
@@ -161,7 +179,8 @@ def test_dev_up_status_down_through_the_cli(mreg_project, tmp_path):
     try:
         assert code == 0, err
         first = {r["name"]: r for r in json.loads(out)}
-        assert first["postgres"]["outcome"] == "started" and first["redis"]["outcome"] == "started"
+        assert first["postgres"]["outcome"] == "started", first["postgres"]
+        assert first["redis"]["outcome"] == "started", first["redis"]
         for name in ("neo4j", "timescale"):
             assert first[name]["outcome"] == "unavailable" and "launcher is missing" in first[name]["reason"]
             assert f"{name} did not start" in err
