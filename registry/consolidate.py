@@ -112,22 +112,24 @@ def render(move: dict, original: bytes) -> bytes:
 
 
 def _converted(path: str, data: bytes, prefix: str) -> str:
-    from registry.discovery.extract import extract
+    from registry.parse import ParseError, parse_migration
 
-    found = extract(path, data)
-    if found is None:
-        raise ConsolidateError(f"{path}: no migration to convert", hint="scan again; the file changed")
+    try:
+        m = parse_migration(path, data)
+    except ParseError as exc:
+        raise ConsolidateError(f"{path}: no migration to convert ({exc.reason})",
+                               hint="scan again; the file changed") from None
     out = []
     for n, phase in enumerate(("expand", "migrate", "contract"), 1):
-        steps = found.phases.get(phase) or []
+        steps = m.phases.get(phase) or []
         if not steps:
             continue
         out.append(f"{prefix} Phase {n}: {phase.upper()}\n")
-        out.extend(_statement(s["content"]) for s in steps)
-    rollback = [s for phase in ("contract", "migrate", "expand") for s in found.rollback.get(phase) or []]
+        out.extend(_statement(s.content) for s in steps)
+    rollback = [s for phase in ("contract", "migrate", "expand") for s in m.rollback.get(phase) or []]
     if rollback:
         out.append(f"{prefix} Rollback:\n")
-        out.extend(_statement(s["content"]) for s in rollback)
+        out.extend(_statement(s.content) for s in rollback)
     return "\n".join(out)
 
 

@@ -270,7 +270,7 @@ def parse_module(path: str, text: str, checksum: str, ext: str, database: str | 
         line = _line(bad) if bad is not None else None
         snippet = bad.text.decode("utf-8", "replace").split("\n", 1)[0][:40] if bad is not None else ""
         what = f"missing {bad.type}" if bad is not None and bad.is_missing else f"unexpected {snippet!r}"
-        raise ParseError(path, f"{'TypeScript' if ext.endswith('ts') else 'JavaScript'} syntax error: {what}",
+        raise ParseError(path, f"{'TypeScript' if ext.endswith('ts') else 'JavaScript'} does not parse: {what}",
                          line=line, field="module", hint="fix the syntax (the file does not parse)")
     try:
         return _extract(path, tree, data, checksum, database, ext)

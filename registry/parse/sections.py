@@ -53,7 +53,7 @@ def decode(path: str, data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ParseError(path, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+        raise ParseError(path, f"not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
                          line=data[:exc.start].count(b"\n") + 1, field="encoding",
                          hint="re-save the file as UTF-8") from None
     return text.replace("\r\n", "\n")

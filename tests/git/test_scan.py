@@ -106,17 +106,18 @@ def test_revisions_rename_and_deletion(seed_project):
 
 
 def test_typescript_module_steps_are_extracted(seed_project):
-    from registry.discovery.extract import extract
+    from registry.parse import ParseError, parse_migration
 
-    data = seedrepo.PREFS_TS.encode()
-    found = extract("x.ts", data)
-    assert found.fields["id"] == "20251120_150000_add_user_preferences"
-    assert found.fields["version"] == "2.1.0"
-    assert "CREATE TABLE user_preferences" in found.phases["expand"][0]["content"]
-    assert "DROP TABLE IF EXISTS user_preferences" in found.rollback["expand"][0]["content"]
-    knex = extract("x.js", seedrepo.KNEX_JS.encode())
-    assert knex.shape == "knex" and "CREATE TABLE jobs" in knex.phases["expand"][0]["content"]
-    assert extract("f.ts", seedrepo.FRAMEWORK_TS.encode()) is None
+    found = parse_migration("x.ts", seedrepo.PREFS_TS.encode())
+    assert found.id == "20251120_150000_add_user_preferences"
+    assert found.version == "2.1.0"
+    assert "CREATE TABLE user_preferences" in found.phases["expand"][0].content
+    assert "DROP TABLE IF EXISTS user_preferences" in found.rollback["expand"][0].content
+    knex = parse_migration("x.js", seedrepo.KNEX_JS.encode())
+    assert knex.metadata["code_steps"] and "CREATE TABLE jobs" in knex.phases["expand"][0].content
+    with pytest.raises(ParseError) as info:
+        parse_migration("f.ts", seedrepo.FRAMEWORK_TS.encode())
+    assert info.value.field == "migration"
 
 
 def test_rescan_walks_only_new_commits_and_registers_only_new(seed_project):
