@@ -32,14 +32,14 @@ from registry.model import MIGRATION_TYPES
 if TYPE_CHECKING:
     from registry.model import Migration
 
-EXTENSIONS = ("sql", "cypher", "redis", "py", "ts", "js", "cjs", "mjs")
+EXTENSIONS = ("sql", "cypher", "cql", "redis", "py", "ts", "js", "cjs", "mjs", "mts", "cts")
 _EXT = "|".join(EXTENSIONS)
 _CANONICAL = re.compile(
     rf"^(?P<date>\d{{8}})_(?P<time>\d{{6}})_(?P<type>{'|'.join(MIGRATION_TYPES)})_"
     rf"(?P<desc>[a-z0-9]+(?:_[a-z0-9]+)*)(?:\.(?P<ext>{_EXT}))?$")
 _FLYWAY = re.compile(rf"^(?P<prefix>[VU])(?P<ver>\d+(?:[._]\d+)*)__(?P<desc>.+?)\.(?P<ext>{_EXT})$")
 _REPEATABLE = re.compile(rf"^R__(?P<desc>.+?)\.(?P<ext>{_EXT})$")
-_KNEX = re.compile(r"^(?P<ts>\d{14})_(?P<desc>.+?)\.(?P<ext>js|ts|cjs|mjs)$")
+_KNEX = re.compile(r"^(?P<ts>\d{14})_(?P<desc>.+?)\.(?P<ext>js|ts|cjs|mjs|mts|cts)$")
 _DATE = re.compile(rf"^(?P<date>\d{{8}})(?:[_-]?(?P<time>\d{{4}}|\d{{6}}))?[_-](?P<desc>.+?)\.(?P<ext>{_EXT})$")
 _STAMP = re.compile(rf"^(?P<date>\d{{8}})(?P<time>\d{{6}})[_-](?P<desc>.+?)\.(?P<ext>{_EXT})$")
 _NUMBERED = re.compile(rf"^(?P<num>\d{{1,6}})[_-](?P<desc>.+?)\.(?P<ext>{_EXT})$")
@@ -137,7 +137,7 @@ def parse_legacy_name(filename: str) -> LegacyName | None:
         return LegacyName("flyway", (), "", m["desc"], "repeatable", m["ext"])
     if m := _FLYWAY.match(base):
         parts = tuple(int(p) for p in re.split(r"[._]", m["ver"]))
-        scheme = "neo4j-migrations" if m["ext"] == "cypher" else "flyway"
+        scheme = "neo4j-migrations" if m["ext"] in ("cypher", "cql") else "flyway"
         return LegacyName(scheme, parts, ".".join(str(p) for p in parts), m["desc"],
                           "undo" if m["prefix"] == "U" else kind, m["ext"])
     if (m := _KNEX.match(base)) and _valid_date(m["ts"][:8]):

@@ -18,7 +18,6 @@ A *scheme* names the convention a file's name follows (SPEC §4): ``canonical``,
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass
 
 DEFAULT_FOLDER_NAMES = frozenset({"migrations", "migration", "db"})
@@ -38,14 +37,6 @@ FRAMEWORK_STEMS = frozenset({
     "index", "knexfile", "migrationframework", "migrate", "migrator", "runner", "run", "config",
     "types", "utils", "helpers", "setup", "__init__", "conftest", "env", "main", "cli",
 })
-
-_CANONICAL = re.compile(r"^(\d{8})_(\d{6})_(schema|data|security|perf)_([A-Za-z0-9_\-]+)$")
-_FLYWAY = re.compile(r"^([VU])(\d+(?:[._]\d+)*)__(.+)$")
-_REPEATABLE = re.compile(r"^R__(.+)$")
-_KNEX = re.compile(r"^(\d{14})_(.+)$")
-_DATE = re.compile(r"^(\d{8})(?:[_\-T]?(\d{4,6}))?[_\-](.+)$")
-_NUMBERED = re.compile(r"^(\d{1,6})[_\-](.+)$")
-
 
 @dataclass(frozen=True)
 class Naming:
@@ -79,41 +70,45 @@ def split(path: str) -> tuple[str, str, str]:
 
 
 def naming(path: str) -> Naming | None:
-    """The scheme of ``path`` by its name alone; None when it is not a migration's name."""
+    """The scheme of ``path`` by its name alone (``registry.naming`` reads the name); None when it is
+    not a migration's name."""
+    from registry import naming as names
+
     kind = kind_of(path)
     if kind is None:
         return None
-    _, stem, ext = split(path)
+    _, stem, _ = split(path)
     low = stem.lower()
     if kind in ("module", "python"):
         if low in FRAMEWORK_STEMS or low.endswith((".test", ".spec", ".config")) or low.startswith("."):
             return None
-    if m := _CANONICAL.match(stem):
-        return Naming("canonical", f"{m[1]}{m[2]}", m[4], kind)
-    if m := _FLYWAY.match(stem):
-        if m[1] == "U":
-            return Naming("flyway-undo", m[2].replace("_", "."), m[3], kind)
-        scheme = "neo4j-migrations" if kind == "cypher" else "flyway"
-        return Naming(scheme, m[2].replace("_", "."), m[3], kind)
-    if m := _REPEATABLE.match(stem):
-        return Naming("flyway-repeatable", None, m[1], kind)
-    if kind == "module" and (m := _KNEX.match(stem)):
-        return Naming("knex", m[1], m[2], kind)
-    if m := _DATE.match(stem):
-        if _plausible_date(m[1]):
-            return Naming("date", m[1] + (m[2] or ""), m[3], kind)
-    if m := _NUMBERED.match(stem):
-        return Naming("numbered", str(int(m[1])), m[2], kind)
+    if canon := names.parse_canonical_name(path):
+        return Naming("canonical", canon.timestamp.strftime("%Y%m%d%H%M%S"), canon.description, kind)
+    if legacy := names.parse_legacy_name(path):
+        return Naming(_scheme(legacy), _version(legacy), legacy.description, kind)
     if kind == "module":
         return Naming("module", None, stem, kind)
     if kind == "python":
-        return None  # a .py file is a migration only under its canonical name
+        return None  # a .py file is a migration only under a migration's name
     return Naming("script", None, stem, kind)
 
 
-def _plausible_date(s: str) -> bool:
-    year, month, day = int(s[:4]), int(s[4:6]), int(s[6:8])
-    return 1990 <= year <= 2100 and 1 <= month <= 12 and 1 <= day <= 31
+def _scheme(legacy) -> str:
+    """Discovery's scheme names: Flyway's undo and repeatable files are schemes of their own."""
+    if legacy.kind == "repeatable":
+        return "flyway-repeatable"
+    if legacy.kind == "undo" and legacy.scheme in ("flyway", "neo4j-migrations"):
+        return "flyway-undo"
+    return legacy.scheme
+
+
+def _version(legacy) -> str | None:
+    """The version as the scheme table in docs/registry.md shows it (numbers without padding)."""
+    if legacy.kind == "repeatable":
+        return None
+    if legacy.scheme == "numbered":
+        return str(legacy.version[0])
+    return legacy.version_str.replace("_", "") if legacy.scheme == "date" else legacy.version_str
 
 
 class Scope:

@@ -1,7 +1,7 @@
 """Migration files into ``registry.model.Migration``: one entry point, one module per format.
 
 ``parse_migration(path, data)`` picks the format from the extension: ``.sql``,
-``.cypher``, ``.redis`` (script files with the seed's header and phase markers),
+``.cypher`` (``.cql``), ``.redis`` (script files with the seed's header and phase markers),
 ``.py`` (a ``migration = Migration(...)`` object read with ``ast``, never run),
 ``.ts``/``.js``/``.mjs``/``.cjs`` (a module exporting the seed's ``Migration``
 object, read with tree-sitter). Every failure is a ``ParseError`` naming file,
@@ -13,7 +13,7 @@ from __future__ import annotations
 from registry.model import Migration, checksum_bytes
 from registry.parse.errors import ParseError
 
-SCRIPT_EXTENSIONS = ("sql", "cypher", "redis")
+SCRIPT_EXTENSIONS = ("sql", "cypher", "cql", "redis")
 MODULE_EXTENSIONS = ("ts", "js", "mjs", "cjs", "mts", "cts")
 EXTENSIONS = SCRIPT_EXTENSIONS + ("py",) + MODULE_EXTENSIONS
 

@@ -11,7 +11,7 @@ from registry.parse.errors import ParseError
 from registry.parse.identity import identify
 from registry.parse.sections import Directive, Script, Section, read_script
 
-KIND_BY_EXT = {"sql": "sql", "cypher": "cypher", "redis": "redis"}
+KIND_BY_EXT = {"sql": "sql", "cypher": "cypher", "cql": "cypher", "redis": "redis"}
 DATABASE_BY_KIND = {"cypher": "neo4j", "redis": "redis", "sql": "postgresql"}
 
 _CHECK_BODY = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.-]+)?\s*(?:\((?P<opts>[^)]*)\))?\s*:\s*(?P<body>.*)$")
