@@ -1,0 +1,36 @@
+"""Discovery's scheme names and versions (docs/registry.md, "Schemes") read through registry.naming."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.discovery.rules import naming
+
+
+@pytest.mark.parametrize("path,scheme,version,description,kind", [
+    ("migrations/20251120_150000_schema_add_user_preferences.sql", "canonical", "20251120150000",
+     "add_user_preferences", "sql"),
+    ("db/migrations/V14__add_orders.sql", "flyway", "14", "add_orders", "sql"),
+    ("db/migrations/V1.2__x.sql", "flyway", "1.2", "x", "sql"),
+    ("db/migrations/U14__add_orders.sql", "flyway-undo", "14", "add_orders", "sql"),
+    ("db/migrations/R__refresh_views.sql", "flyway-repeatable", None, "refresh_views", "sql"),
+    ("db/migrations/V1_2_3__add_index.cypher", "neo4j-migrations", "1.2.3", "add_index", "cypher"),
+    ("db/migrations/V2__add_index.cql", "neo4j-migrations", "2", "add_index", "cypher"),
+    ("db/migrations/20240110_add_sessions.sql", "date", "20240110", "add_sessions", "sql"),
+    ("db/migrations/20240110_120000_x.sql", "date", "20240110120000", "x", "sql"),
+    ("db/migrations/001_init.sql", "numbered", "1", "init", "sql"),
+    ("db/migrations/12-init.sql", "numbered", "12", "init", "sql"),
+    ("db/migrations/20240110093000_create_jobs.js", "knex", "20240110093000", "create_jobs", "module"),
+    ("db/migrations/20240110093000_create_jobs.mts", "knex", "20240110093000", "create_jobs", "module"),
+    ("db/migrations/add_tenant_settings.ts", "module", None, "add_tenant_settings", "module"),
+    ("db/migrations/relationships.cypher", "script", None, "relationships", "cypher"),
+])
+def test_schemes_of_the_docs_table(path, scheme, version, description, kind):
+    got = naming(path)
+    assert (got.scheme, got.version, got.description, got.kind) == (scheme, version, description, kind)
+
+
+@pytest.mark.parametrize("path", ["db/migrations/index.ts", "db/migrations/types.d.ts", "db/migrations/helper.py",
+                                  "db/migrations/x.test.ts", "db/migrations/README.md"])
+def test_not_migration_names(path):
+    assert naming(path) is None
