@@ -34,6 +34,47 @@ class StepFailed(DatabaseError):
     """A step failed on the server; ``data`` holds path, line and the server's message."""
 
 
+class LockNotAvailable(StepFailed):
+    """A step gave up waiting for a lock (PostgreSQL SQLSTATE 55P03 ``lock_timeout``, a Neo4j lock wait).
+
+    The engine retries such a step per the migration's ``max_retries``; every
+    other ``StepFailed`` is final. ``data['sqlstate'] == '55P03'`` on PostgreSQL.
+    """
+
+    retryable = True
+
+
+class ConnectionLost(StepFailed):
+    """The server closed the connection during a step (backend terminated, server stopped).
+
+    The transaction, if any, is rolled back by the server; the adapter reconnects
+    on the next ``session()``.
+    """
+
+
+class StepRefused(StepFailed):
+    """mreg refused to run a step that cannot work on this target (nothing was sent)."""
+
+    exit_code = 2
+
+
+class LockLost(DatabaseError):
+    """The target's lock is no longer this operator's: its connection ended (PostgreSQL, TimescaleDB)
+    or its lease expired and another took it (Neo4j, Redis).
+
+    Raised before the next session, or when a mirror write is refused (fencing), so nothing
+    more runs without the lock.
+    """
+
+
+class MirrorConflict(DatabaseError):
+    """A mirror row was refused: its seq is taken, leaves a gap, or its leaf does not chain."""
+
+
+class CheckpointRegression(DatabaseError):
+    """A checkpoint smaller than the one stored in the target was offered."""
+
+
 @dataclass
 class MirrorRow:
     """One leaf of a target's log as its version table stores it.

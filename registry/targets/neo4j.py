@@ -41,23 +41,25 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from registry.config import Target
 from registry.errors import ConfigError, DatabaseError
 from registry.model import Settings, Step
-from registry.targets.base import LockTimeout, MirrorRow, StepFailed
-from registry.targets.sqlcommon import (
+from registry.targets.base import (  # noqa: F401  (LockLost re-exported: its old home)
     CheckpointRegression,
     ConnectionLost,
+    LockLost,
     LockNotAvailable,
     MirrorConflict,
+    MirrorRow,
+    StepFailed,
 )
+from registry.targets.lease import Lease, wait_for_lease
 
 DEFAULT_LEASE_MS = 15_000
 ZERO_HASH = bytes(32)
@@ -129,10 +131,6 @@ RETURN l.owner AS owner, duration.inSeconds(datetime(), l.expires).milliseconds 
 
 class Neo4jUnavailable(DatabaseError):
     """The Neo4j server could not be reached or refused the credentials (``data``: target)."""
-
-
-class LockLost(DatabaseError):
-    """This operator's lease expired and another took the lock; the mirror write was refused (fencing)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -226,16 +224,12 @@ def check_row(row: MirrorRow) -> bytes:
 
 
 @dataclass
-class Neo4jLock:
-    """A held lock: the node's name, our owner string and token, the lease."""
+class Neo4jLock(Lease):
+    """A held lock: the node's name, our owner string and token (the lease: ``Lease``)."""
 
     name: str
     owner: str
     token: str
-    lease_ms: int
-    lost: bool = False
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------- adapter
@@ -449,25 +443,18 @@ class Neo4jAdapter:
             self._schema(LOCK_SCHEMA)
             self._lock_schema_done = True
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + timeout_s
-        pause = 0.05
-        while True:
+
+        def take() -> Neo4jLock | None:
             with self.errors("lock acquire"), self._session() as s:
                 mine = s.execute_write(lambda tx: tx.run(LOCK_ACQUIRE, name=self.lock_name, owner=owner,
                                                          token=token, lease=self.lease_ms).single()["mine"])
-            if mine:
-                lock = Neo4jLock(name=self.lock_name, owner=owner, token=token, lease_ms=self.lease_ms)
-                self._start_renewal(lock)
-                self._lock = lock
-                return lock
-            if time.monotonic() >= deadline:
-                holder = self.lock_holder() or "an operator whose lease just ended"
-                raise LockTimeout(
-                    f"target {self.target.name}: the lock is held by {holder}; gave up after {timeout_s:g}s",
-                    hint=f"wait for that operator to finish; a crashed holder's lease expires within "
-                         f"{self.lease_ms / 1000:g}s", target=self.target.name, holder=holder)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            return Neo4jLock(name=self.lock_name, owner=owner, token=token, lease_ms=self.lease_ms) if mine else None
+
+        lock = wait_for_lease(take, target=self.target.name, lease_ms=self.lease_ms, timeout_s=timeout_s,
+                              holder=self.lock_holder)
+        lock.start_renewal(lambda: self.renew_lock(lock), (DatabaseError,), f"mreg-lock-{lock.name}")
+        self._lock = lock
+        return lock
 
     def renew_lock(self, lock: Neo4jLock) -> bool:
         """Extend the lease if the token is still ours; False (and ``lock.lost``) if not."""
@@ -502,19 +489,5 @@ class Neo4jAdapter:
             return None
         return f"{rows[0]['owner']} (lease ends in {max(rows[0]['left_ms'], 0) / 1000:.1f}s)"
 
-    def _start_renewal(self, lock: Neo4jLock) -> None:
-        def renew() -> None:
-            while not lock._stop.wait(lock.lease_ms / 3000):
-                try:
-                    if not self.renew_lock(lock):
-                        return
-                except DatabaseError:
-                    continue  # the server is away; fencing catches a lost lease
-
-        lock._thread = threading.Thread(target=renew, name=f"mreg-lock-{lock.name}", daemon=True)
-        lock._thread.start()
-
     def _stop_renewal(self, lock: Neo4jLock) -> None:
-        lock._stop.set()
-        if lock._thread is not None and lock._thread is not threading.current_thread():
-            lock._thread.join(timeout=5)
+        lock.stop_renewal()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from registry.errors import DatabaseError
 from registry.model import Step
-from registry.targets.base import MirrorRow
-from registry.targets.sqlcommon import StepRefused
+from registry.targets.base import MirrorRow, StepRefused
 
 
 class Neo4jSession:

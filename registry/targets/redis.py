@@ -46,15 +46,22 @@ this adapter holds the lock, every mirror append checks it still does (fencing).
 
 from __future__ import annotations
 
-import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from registry.config import Target
 from registry.errors import ConfigError, DatabaseError
 from registry.model import Settings, Step
-from registry.targets.base import LockTimeout, MirrorRow, StepFailed
+from registry.targets.base import (  # noqa: F401  (LockLost re-exported: its old home)
+    CheckpointRegression,
+    ConnectionLost,
+    LockLost,
+    MirrorConflict,
+    MirrorRow,
+    StepFailed,
+    StepRefused,
+)
+from registry.targets.lease import Lease, wait_for_lease
 from registry.targets.redis_mirror import (  # noqa: F401  (re-exported: the mirror's names)
     ACQUIRE_SCRIPT,
     APPEND_SCRIPT,
@@ -72,7 +79,6 @@ from registry.targets.redis_mirror import (  # noqa: F401  (re-exported: the mir
     stream_key,
 )
 from registry.targets.redis_session import IrreversibleStep, RedisSession  # noqa: F401
-from registry.targets.sqlcommon import CheckpointRegression, ConnectionLost, MirrorConflict, StepRefused
 
 DEFAULT_LEASE_MS = 15_000
 DEFAULT_SCAN_COUNT = 500
@@ -83,10 +89,6 @@ DEFAULT_SCAN_COUNT = 500
 
 class RedisUnavailable(DatabaseError):
     """The Redis server could not be reached (connect) or went away (``data``: target, url)."""
-
-
-class LockLost(DatabaseError):
-    """This operator's lease expired and another took the lock; the mirror write was refused (fencing)."""
 
 
 def step_args(step: Step) -> list[str]:
@@ -152,17 +154,13 @@ class ReshapeProgress:
 
 
 @dataclass
-class RedisLock:
-    """A held lock: key, the value ``<owner>:<fence>``, and the fencing token."""
+class RedisLock(Lease):
+    """A held lock: key, the value ``<owner>:<fence>``, and the fencing token (the lease: ``Lease``)."""
 
     key: str
     value: str
     owner: str
     fence: int
-    lease_ms: int
-    lost: bool = False
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
 
 
 def _refused(step: Step, why: str) -> StepRefused:
@@ -423,26 +421,23 @@ class RedisAdapter:
 
     def acquire_lock(self, owner: str, timeout_s: float) -> RedisLock:
         """Take the lock (fencing token from ``INCR``), waiting up to ``timeout_s``; renew it in the background."""
+        import redis
+
         key, fence_key = self._lock_keys()
-        deadline = time.monotonic() + timeout_s
-        pause = 0.05
-        while True:
+
+        def take() -> RedisLock | None:
             with self._errors("lock acquire"):
                 token = self._scripts["acquire"](keys=[key, fence_key], args=[owner, self.lease_ms])
-            if token:
-                lock = RedisLock(key=key, value=f"{owner}:{int(token)}", owner=owner, fence=int(token),
-                                 lease_ms=self.lease_ms)
-                self._start_renewal(lock)
-                self._lock = lock
-                return lock
-            if time.monotonic() >= deadline:
-                holder = self.lock_holder() or "an operator whose lease just ended"
-                raise LockTimeout(
-                    f"target {self.target.name}: the lock is held by {holder}; gave up after {timeout_s:g}s",
-                    hint=f"wait for that operator to finish; a crashed holder's lease expires within "
-                         f"{self.lease_ms / 1000:g}s", target=self.target.name, holder=holder)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            return RedisLock(key=key, value=f"{owner}:{int(token)}", owner=owner, fence=int(token),
+                             lease_ms=self.lease_ms) if token else None
+
+        lock = wait_for_lease(take, target=self.target.name, lease_ms=self.lease_ms, timeout_s=timeout_s,
+                              holder=self.lock_holder)
+        # renewed by the script itself, not through _errors: a lost connection is transient here
+        lock.start_renewal(lambda: bool(self._scripts["renew"](keys=[lock.key], args=[lock.value, lock.lease_ms])),
+                           (redis.exceptions.RedisError,), f"mreg-lock-{self.lock_name}")
+        self._lock = lock
+        return lock
 
     def renew_lock(self, lock: RedisLock) -> bool:
         """Extend the lease if this operator still holds the lock; False (and ``lock.lost``) if not."""
@@ -482,25 +477,8 @@ class RedisAdapter:
         owner, _, fence = _text(value).rpartition(":")
         return f"{owner} (fence {fence}, lease ends in {max(ttl, 0) / 1000:.1f}s)"
 
-    def _start_renewal(self, lock: RedisLock) -> None:
-        def renew() -> None:
-            import redis
-
-            while not lock._stop.wait(lock.lease_ms / 3000):
-                try:
-                    if not self._scripts["renew"](keys=[lock.key], args=[lock.value, lock.lease_ms]):
-                        lock.lost = True
-                        return
-                except redis.exceptions.RedisError:
-                    continue  # the server is away; the lease keeps ticking, fencing catches a loss
-
-        lock._thread = threading.Thread(target=renew, name=f"mreg-lock-{self.lock_name}", daemon=True)
-        lock._thread.start()
-
     def _stop_renewal(self, lock: RedisLock) -> None:
-        lock._stop.set()
-        if lock._thread is not None and lock._thread is not threading.current_thread():
-            lock._thread.join(timeout=5)
+        lock.stop_renewal()
 
 
 def _decode(value):

@@ -10,8 +10,7 @@ import base64
 import hashlib
 import json
 
-from registry.targets.base import MirrorRow
-from registry.targets.sqlcommon import MirrorConflict
+from registry.targets.base import MirrorConflict, MirrorRow
 
 ZERO_HASH = bytes(32)
 TEXT_FIELDS = ("origin", "event_type", "version", "database_type", "applied_at", "applied_by",

@@ -1,4 +1,4 @@
-"""What the PostgreSQL and TimescaleDB adapters share: the mirror's SQL, sessions, errors.
+"""What the PostgreSQL and TimescaleDB adapters share: the mirror's SQL, sessions, their own errors.
 
 The mirror (SPEC §5) lives in the target's *mirror schema* (target option
 ``mirror_schema``, default ``public``):
@@ -25,45 +25,22 @@ from dataclasses import dataclass
 
 from registry.errors import ConfigError, DatabaseError
 from registry.model import Step
-from registry.targets.base import MirrorRow, StepFailed
+from registry.targets.base import (  # noqa: F401  (re-exported: the adapters' shared errors)
+    CheckpointRegression,
+    ConnectionLost,
+    LockLost,
+    LockNotAvailable,
+    MirrorConflict,
+    MirrorRow,
+    StepFailed,
+    StepRefused,
+)
 
 # ----------------------------------------------------------------------------- errors
 
 
-class LockNotAvailable(StepFailed):
-    """A step gave up waiting for a table lock (SQLSTATE 55P03, ``lock_timeout``).
-
-    The engine retries such a step per the migration's ``max_retries``; every
-    other ``StepFailed`` is final. ``data['sqlstate'] == '55P03'``.
-    """
-
-    retryable = True
-
-
 class StatementTimeout(StepFailed):
     """A step ran longer than ``statement_timeout`` (SQLSTATE 57014)."""
-
-
-class ConnectionLost(StepFailed):
-    """The server closed the connection during a step (backend terminated, server stopped).
-
-    The transaction, if any, is rolled back by the server; the adapter reconnects
-    on the next ``session()``.
-    """
-
-
-class StepRefused(StepFailed):
-    """mreg refused to run a step that cannot work on this target (nothing was sent)."""
-
-    exit_code = 2
-
-
-class MirrorConflict(DatabaseError):
-    """A mirror row was refused: its seq is taken, leaves a gap, or its leaf does not chain."""
-
-
-class CheckpointRegression(DatabaseError):
-    """A checkpoint smaller than the one stored in the target was offered."""
 
 
 class ForeignVersionTable(ConfigError):
@@ -72,13 +49,6 @@ class ForeignVersionTable(ConfigError):
 
 class UnknownTenant(ConfigError):
     """A tenant-scoped session named a schema that does not exist."""
-
-
-class LockLost(DatabaseError):
-    """The connection holding the target's lock ended (terminated, server restarted): the lock is gone.
-
-    Raised when the next session starts, so no step runs without the lock.
-    """
 
 
 class BackfillKeyError(ConfigError):
