@@ -308,8 +308,8 @@ def build_plan(migrations: list[Migration], targets: dict, states: dict[str, Log
                     entry = PlanEntry(m, ph, tname, tenant, _phase_steps(m, ph))
                     if ps.status == "interrupted" or (ps.status == "failed" and ps.steps_done):
                         entry.recover = ps.status == "interrupted"
-                        if m.txmode == "none" or not _all_transactional(entry.steps):
-                            entry.resume_from = ps.steps_done
+                        # only step-by-step phases record steps_done; a transactional one is always 0
+                        entry.resume_from = ps.steps_done
                         if ps.backfill_next is not None:
                             entry.backfill_from, entry.backfill_rows = ps.backfill_next, ps.backfill_rows
                     if ph == "contract" and not confirm_contract:
@@ -317,10 +317,6 @@ def build_plan(migrations: list[Migration], targets: dict, states: dict[str, Log
                     plan.entries.append(entry)
                     planned.add((tname, m.id, ph, tenant))
     return plan
-
-
-def _all_transactional(steps: list[Step]) -> bool:
-    return all(s.transactional for s in steps)
 
 
 def _check_checksum(m: Migration, st: LogState) -> None:

@@ -131,14 +131,28 @@ def _execute(session, step: Step, entry):
         return session.execute(step)
 
 
+def _neo4j_auto_commit(step: Step) -> bool:
+    """A Neo4j schema command or ``CALL {…} IN TRANSACTIONS``: the adapter runs it in auto-commit."""
+    from registry.targets.neo4j import is_batched, is_schema_command
+
+    return is_schema_command(step.content) or is_batched(step.content)
+
+
 def shares_transaction(adapter, step: Step) -> bool:
-    """Whether a step of a ``txmode: none`` file may commit together with its checkpoint.
+    """Whether a step of a step-by-step phase may commit together with its checkpoint.
 
     SQL statements PostgreSQL accepts in a transaction do (so each commits exactly once with its
-    ``batch_checkpoint``); ``CONCURRENTLY``, ``VACUUM``, continuous aggregates and every non-SQL
-    step run on their own, their checkpoint right after.
+    ``batch_checkpoint``); ``CONCURRENTLY``, ``VACUUM`` and continuous aggregates run on their own,
+    their checkpoint right after. Neo4j data statements do (the adapter puts them and the mirror
+    node in one transaction), its schema commands do not. Redis steps run in the adapter's undo-log
+    session, their checkpoint appended at its commit.
     """
-    if step.kind != "sql" or getattr(adapter, "kind", "") not in ("postgresql", "timescale"):
+    kind = getattr(adapter, "kind", "")
+    if kind == "redis":
+        return True
+    if kind == "neo4j":
+        return step.kind == "cypher" and not _neo4j_auto_commit(step)
+    if step.kind != "sql" or kind not in ("postgresql", "timescale"):
         return False
     from pglast.parser import ParseError as PgParseError
 
@@ -151,10 +165,23 @@ def shares_transaction(adapter, step: Step) -> bool:
     return all(autocommit_reason(getattr(n, "stmt", n)) is None for n in nodes) and bool(nodes)
 
 
-def needs_stepwise(entry) -> bool:
+def needs_stepwise(entry, adapter=None) -> bool:
+    """Whether a phase runs step by step (``apply_started`` committed first) rather than in one transaction.
+
+    Besides ``txmode: none``, non-transactional steps and backfills: every Redis phase (a Redis
+    command cannot commit together with the mirror, so a crash must leave evidence) and Neo4j phases
+    holding schema commands or ``IN TRANSACTIONS`` batches (they commit on their own).
+    """
     m = entry.migration
-    return (m.txmode == "none" or any(not s.transactional for s in entry.steps)
-            or (entry.phase == "migrate" and m.backfill is not None))
+    if (m.txmode == "none" or any(not s.transactional for s in entry.steps)
+            or (entry.phase == "migrate" and m.backfill is not None)):
+        return True
+    kind = getattr(adapter, "kind", "")
+    if kind == "redis":
+        return True
+    if kind == "neo4j":
+        return any(_neo4j_auto_commit(s) for s in entry.steps)
+    return False
 
 
 def run_entry(log, adapter, entry, *, dry_run_session=None):
@@ -167,7 +194,7 @@ def run_entry(log, adapter, entry, *, dry_run_session=None):
         yield Progress("warning", entry.target, m.id, entry.phase, entry.tenant,
                        message=f"{m.id} {entry.phase}: an earlier attempt was interrupted "
                                f"after {entry.resume_from} of {len(entry.steps)} steps; resuming")
-    if needs_stepwise(entry):
+    if needs_stepwise(entry, adapter):
         yield from _run_stepwise(log, adapter, entry)
     else:
         yield from _run_transactional(log, adapter, entry)

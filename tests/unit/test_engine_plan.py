@@ -202,4 +202,5 @@ def test_only_sql_that_postgres_runs_in_a_transaction_shares_its_checkpoint():
     assert shares_transaction(pg, Step("INSERT INTO t VALUES (1)"))
     assert not shares_transaction(pg, Step("CREATE INDEX CONCURRENTLY i ON t (x)"))
     assert not shares_transaction(pg, Step("VACUUM t"))
-    assert not shares_transaction(SimpleNamespace(kind="neo4j"), Step("MATCH (n) RETURN n", kind="cypher"))
+    assert shares_transaction(SimpleNamespace(kind="neo4j"), Step("MATCH (n) SET n.x = 1", kind="cypher"))
+    assert not shares_transaction(SimpleNamespace(kind="neo4j"), Step("CREATE INDEX i IF NOT EXISTS FOR (n:N) ON (n.x)", kind="cypher"))
