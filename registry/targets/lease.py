@@ -16,6 +16,12 @@ from typing import Callable, TypeVar
 from registry.targets.base import LockTimeout
 
 L = TypeVar("L", bound="Lease")
+DEFAULT_LEASE_MS = 15_000
+
+
+def lease_options(options: dict, target_name: str) -> tuple[int, str]:
+    """A target's ``lock_lease_ms`` (default 15 s) and ``lock_name`` (default: the target's name)."""
+    return int(options.get("lock_lease_ms", DEFAULT_LEASE_MS)), str(options.get("lock_name", target_name))
 
 
 @dataclass(kw_only=True)

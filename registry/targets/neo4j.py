@@ -59,9 +59,8 @@ from registry.targets.base import (  # noqa: F401  (LockLost re-exported: its ol
     MirrorRow,
     StepFailed,
 )
-from registry.targets.lease import Lease, wait_for_lease
+from registry.targets.lease import DEFAULT_LEASE_MS, Lease, lease_options, wait_for_lease  # noqa: F401
 
-DEFAULT_LEASE_MS = 15_000
 ZERO_HASH = bytes(32)
 
 _COMMENTS = re.compile(r"^(\s+|//[^\n]*(\n|$)|/\*.*?\*/)*", re.S)
@@ -249,8 +248,7 @@ class Neo4jAdapter:
         self.options = dict(target.options or {})
         # the database: option `database`, else the URL's path (bolt://host:7687/graphs), else the default
         self.database = self.options.get("database") or urlsplit(url).path.strip("/") or None
-        self.lease_ms = int(self.options.get("lock_lease_ms", DEFAULT_LEASE_MS))
-        self.lock_name = str(self.options.get("lock_name", target.name))
+        self.lease_ms, self.lock_name = lease_options(self.options, target.name)
         self.driver = None
         self._lock: Neo4jLock | None = None
         self._lock_schema_done = False

@@ -61,7 +61,7 @@ from registry.targets.base import (  # noqa: F401  (LockLost re-exported: its ol
     StepFailed,
     StepRefused,
 )
-from registry.targets.lease import Lease, wait_for_lease
+from registry.targets.lease import DEFAULT_LEASE_MS, Lease, lease_options, wait_for_lease  # noqa: F401
 from registry.targets.redis_mirror import (  # noqa: F401  (re-exported: the mirror's names)
     ACQUIRE_SCRIPT,
     APPEND_SCRIPT,
@@ -80,7 +80,6 @@ from registry.targets.redis_mirror import (  # noqa: F401  (re-exported: the mir
 )
 from registry.targets.redis_session import IrreversibleStep, RedisSession  # noqa: F401
 
-DEFAULT_LEASE_MS = 15_000
 DEFAULT_SCAN_COUNT = 500
 
 
@@ -184,8 +183,7 @@ class RedisAdapter:
         self.target = target
         self.url = url
         self.options = dict(target.options or {})
-        self.lease_ms = int(self.options.get("lock_lease_ms", DEFAULT_LEASE_MS))
-        self.lock_name = str(self.options.get("lock_name", target.name))
+        self.lease_ms, self.lock_name = lease_options(self.options, target.name)
         self.client = None
         self._lock: RedisLock | None = None
 
