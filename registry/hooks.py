@@ -118,8 +118,8 @@ def commit_records(cfg, rev: str = "HEAD") -> tuple[list[dict], list[dict]]:
     from registry import catalog
     from registry.discovery import rules
     from registry.discovery.findings import finding
-    from registry.discovery.inspect import inspect
-    from registry.discovery.lineage import make_id
+    from registry.discovery.inspect import inspect, record_fields
+    from registry.discovery.lineage import migration_id
 
     root = Path(cfg.root)
     scope = rules.Scope.from_config(cfg)
@@ -168,19 +168,12 @@ def commit_records(cfg, rev: str = "HEAD") -> tuple[list[dict], list[dict]]:
             rec.update(id=mid, checksum=parsed["checksum"], content=parsed.get("content"))
             records.append(rec)
             continue
-        if naming.scheme == "canonical":
-            mid = rules.split(path)[1]
-        else:
-            mid = make_id(int(when), parsed.get("type") or "schema", naming.description, taken)
+        mid = migration_id(path, naming, parsed.get("type"), int(when), taken)
         records.append({
-            "id": mid, "path": path, "paths": [path], "database": parsed.get("database") or "postgresql",
-            "scheme": naming.scheme, "version": parsed.get("version") or naming.version,
-            "version_raw": naming.version, "checksum": parsed["checksum"], "status": "active",
+            "id": mid, "path": path, "paths": [path], "scheme": naming.scheme, "status": "active",
             "first_commit": {"sha": sha, "author": author, "date": date}, "revisions": [revision],
-            "renames": [], "deleted": None, "declared_id": parsed.get("declared_id"),
-            "dependencies": parsed.get("dependencies") or [], "type": parsed.get("type") or "schema",
-            "name": parsed.get("name") or naming.description, "kind": naming.kind,
-            "content": parsed.get("content") or "",
+            "renames": [], "deleted": None, "kind": naming.kind,
+            **record_fields(parsed, naming.version, naming.description),
         })
     return records, errors
 

@@ -41,6 +41,23 @@ def not_migration(reason: str) -> dict:
     return {"migration": False, "error": None, "reason": reason}
 
 
+def record_fields(parsed: dict, version_raw: str | None, description: str) -> dict:
+    """The fields of a migration record (``mreg scan``, the post-commit hook) that come from its file."""
+    return {
+        "database": parsed.get("database") or "postgresql",
+        "version": parsed.get("version") or version_raw,
+        "version_raw": version_raw,
+        "checksum": parsed.get("checksum"),
+        "declared_id": parsed.get("declared_id"),
+        "dependencies": parsed.get("dependencies") or [],
+        "type": parsed.get("type") or "schema",
+        "name": parsed.get("name") or description,
+        "description": parsed.get("description") or "",
+        "author": parsed.get("author") or "",
+        "content": parsed.get("content") or "",
+    }
+
+
 def _refused(exc: ParseError, checksum: str) -> dict:
     """The parser's complaint as a result: its reason (and field) without the ``path:line:`` prefix."""
     what = f"[{exc.field}] " if exc.field else ""

@@ -11,7 +11,6 @@ commit (a canonical file keeps its own name).
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -51,22 +50,26 @@ def iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def slug(text: str) -> str:
-    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return s or "migration"
-
-
 def make_id(ts: int, type_: str, description: str, taken: set[str]) -> str:
     """A canonical id not in ``taken`` (the seconds move forward on a collision)."""
     from registry.naming import canonical_id
 
     when = ts
     while True:
-        cid = canonical_id(datetime.fromtimestamp(when, timezone.utc), type_, slug(description))
+        cid = canonical_id(datetime.fromtimestamp(when, timezone.utc), type_, description)
         if cid not in taken:
             taken.add(cid)
             return cid
         when += 1
+
+
+def migration_id(path: str, naming: rules.Naming, type_: str | None, ts: int, taken: set[str]) -> str:
+    """The id of a newly found file: a canonical file keeps its name, a legacy one gets ``make_id``."""
+    if naming.scheme == "canonical":
+        cid = rules.split(path)[1]
+        taken.add(cid)
+        return cid
+    return make_id(ts, type_ or "schema", naming.description, taken)
 
 
 class State:
@@ -169,12 +172,7 @@ class State:
 
     def _start(self, path, naming, mode, blob, parsed, commit, date) -> None:
         key = self.next_key()
-        if naming.scheme == "canonical":
-            cid = rules.split(path)[1]
-            self.ids.add(cid)
-        else:
-            described = naming.description
-            cid = make_id(commit.time, parsed.get("type") or "schema", described, self.ids)
+        cid = migration_id(path, naming, parsed.get("type"), commit.time, self.ids)
         lin = Lineage(
             key=key, id=cid, path=path, scheme=naming.scheme, version=naming.version,
             description=naming.description, kind=naming.kind, blob=blob,

@@ -16,8 +16,8 @@ from typing import Iterator
 from registry.discovery import findings as findings_mod
 from registry.discovery import rules, store
 from registry.discovery.history import Objects, diff, walk
-from registry.discovery.inspect import inspect
-from registry.discovery.lineage import Lineage, State, iso, make_id
+from registry.discovery.inspect import inspect, record_fields
+from registry.discovery.lineage import Lineage, State, iso, migration_id
 
 PROGRESS_EVERY = 250
 
@@ -138,8 +138,7 @@ def scan_worktree(root: Path, scope: rules.Scope, state: State, *, git: bool) ->
                 continue
             mtime = int(full.stat().st_mtime)
             key = -(len(extra) + 1)
-            cid = rules.split(rel)[1] if naming.scheme == "canonical" else make_id(
-                mtime, parsed.get("type") or "schema", naming.description, set(state.ids))
+            cid = migration_id(rel, naming, parsed.get("type"), mtime, set(state.ids))
             lin = Lineage(key=key, id=cid, path=rel, scheme=naming.scheme, version=naming.version,
                           description=naming.description, kind=naming.kind, blob="", first=None,
                           revisions=[{"sha": None, "date": iso(mtime), "blob": "", "checksum": parsed.get("checksum")}])
@@ -209,23 +208,13 @@ def _record(members: list[tuple[Lineage, dict]]) -> dict:
         "id": lin.id,
         "path": lin.path,
         "paths": paths,
-        "database": parsed.get("database") or "postgresql",
         "scheme": lin.scheme,
-        "version": parsed.get("version") or lin.version,
-        "version_raw": lin.version,
-        "checksum": parsed.get("checksum"),
         "status": "active" if lin.active else "deleted",
         "first_commit": first,
         "revisions": [{"sha": r["sha"], "date": r["date"], "checksum": r["checksum"]} for r in lin.revisions],
         "renames": lin.renames,
         "deleted": lin.deleted,
-        "declared_id": parsed.get("declared_id"),
-        "dependencies": parsed.get("dependencies") or [],
-        "type": parsed.get("type") or "schema",
-        "name": parsed.get("name") or lin.description,
-        "description": parsed.get("description") or "",
-        "author": parsed.get("author") or "",
         "kind": lin.kind,
         "lineages": [m[0].key for m in members],
-        "content": parsed.get("content") or "",
+        **record_fields(parsed, lin.version, lin.description),
     }

@@ -34,3 +34,17 @@ def test_schemes_of_the_docs_table(path, scheme, version, description, kind):
                                   "db/migrations/x.test.ts", "db/migrations/README.md"])
 def test_not_migration_names(path):
     assert naming(path) is None
+
+
+def test_legacy_ids_take_their_description_as_naming_describes_it():
+    from registry.discovery.lineage import migration_id
+    from registry.naming import describe
+
+    path = "server/migrations/20231120143000_addUserPrefs.js"
+    taken: set[str] = set()
+    first = migration_id(path, naming(path), "schema", 1_700_000_000, taken)
+    assert first == f"20231114_221320_schema_{describe(path)}" and describe(path) == "add_user_prefs"
+    again = migration_id(path, naming(path), None, 1_700_000_000, taken)
+    assert again == "20231114_221321_schema_add_user_prefs"  # the next free second
+    canonical = "migrations/20251120_150000_schema_add_user_preferences.sql"
+    assert migration_id(canonical, naming(canonical), "data", 0, taken) == canonical[11:-4]
