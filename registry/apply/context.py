@@ -16,7 +16,7 @@ from pathlib import Path
 
 from registry.apply.logio import TargetLog, origin_of
 from registry.apply.progress import Progress
-from registry.errors import ConfigError, DatabaseError, TargetUnavailable
+from registry.errors import DatabaseError, TargetUnavailable
 
 EXTENSIONS = {".sql", ".cypher", ".redis", ".py", ".ts", ".js"}
 FOLDER_DATABASES = {"postgresql": "postgresql", "postgres": "postgresql", "timescale": "timescale",

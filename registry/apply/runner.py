@@ -27,7 +27,7 @@ import time
 from decimal import Decimal
 
 from registry.apply.progress import Progress
-from registry.errors import CheckFailed, DatabaseError
+from registry.errors import CheckFailed
 from registry.model import Step
 from registry.targets.base import StepFailed
 

@@ -143,17 +143,21 @@ def status_cmd(
 ) -> None:
     """Per target: version, applied, pending, interrupted, lock holder."""
     from registry import config
-    from registry.cli.output import emit_json, say, table
+    from registry.cli.output import emit_json, say
     from registry.status import status
 
     data = status(config.load(), target=target)
     if as_json:
         emit_json(data)
         return
-    table("status", ["target", "type", "version", "applied", "pending", "interrupted", "lock holder"],
-          [(t["name"], t["type"], t["version"] or "-", len(t["applied"]), len(t["pending"]),
-            len(t["interrupted"]), t["lock_holder"] or "-") if t["available"]
-           else (t["name"], t["type"], "unavailable", "", "", "", "") for t in data["targets"]])
+    width = max((len(t["name"]) for t in data["targets"]), default=0)
+    for t in data["targets"]:
+        head = f"{t['name']:<{width}}  {t['type']:<10}"
+        if not t["available"]:
+            say(f"{head}  unavailable")
+            continue
+        say(f"{head}  version {t['version'] or '-':<7} {len(t['applied'])} applied, {len(t['pending'])} pending, "
+            f"{len(t['interrupted'])} interrupted, {len(t['failed'])} failed; lock: {t['lock_holder'] or 'free'}")
     for t in data["targets"]:
         for p in t["partial"]:
             say(f"{t['name']}: {p['id']} has {', '.join(p['phases_done'])} applied; "
