@@ -97,3 +97,29 @@ def test_redis_examples(tmp_path, redis_url):
         "user:1:email", "user:1:name", "user:2:email", "user:2:name", "user:3:name"]
     assert proj.run("apply", "--confirm-contract")[0] == 0
     assert proj.run("verify")[0] == 0
+
+
+@pytest.mark.redis
+def test_redis_phase_runs_step_by_step_and_resumes_after_a_failed_command(tmp_path, redis_url):
+    import redis
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.set("label", "not a number")
+    proj = Project(tmp_path / "proj", {"cache": ("redis", redis_url)})
+    path = proj.write("redis/20250101_000000_data_counters.redis", """
+        # Phase 1: EXPAND
+        INCR first
+        INCR label
+        INCR second
+    """)
+    code, out, err = proj.run("apply")
+    assert code == 3 and "not an integer" in err
+    assert r.get("first") == "1" and r.get("second") is None
+    log = proj.statements("cache")
+    assert [s["type"] for s in log] == ["apply_started", "batch_checkpoint", "apply_failed"]
+    assert log[-1]["details"]["steps_done"] == 1 and log[-1]["details"]["resumable"] is True
+    path.write_text(path.read_text().replace("INCR label", "SET label 0"))
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    assert (r.get("first"), r.get("label"), r.get("second")) == ("1", "0", "1"), "the first command ran once"
+    assert proj.run("verify")[0] == 0
