@@ -86,8 +86,9 @@ def inspect(path: str, data: bytes, naming: rules.Naming, *, symlink: bool = Fal
     if naming.scheme == "script" and words is not None and not words.search(text):
         return not_migration("no statements")
     try:
-        if naming.kind in _SCRIPT_EXT and not check:
-            return _header_only(path, text, naming, checksum)
+        quick = _header_only(path, text, naming, checksum) if naming.kind in _SCRIPT_EXT and not check else None
+        if quick is not None:
+            return quick
         from registry.parse import parse_migration
 
         migration = parse_migration(path, data, database=rules.database_from_path(path))
@@ -125,26 +126,34 @@ def _header(path: str, text: str, kind: str) -> dict[str, str]:
     return {k: v for k, (v, _line) in read_script(path, text, kind).header.items()}
 
 
-def _header_only(path: str, text: str, naming: rules.Naming, checksum: str) -> dict:
-    """A canonical script read without its statements: header values, type from the name."""
+def _header_only(path: str, text: str, naming: rules.Naming, checksum: str) -> dict | None:
+    """A canonical script read without its statements, as the parser would read it: header values,
+    the type from the header or the name. None when only the statements can tell the database
+    (an SQL file that may use TimescaleDB and does not say): then the full parse decides."""
     from registry import naming as names
-    from registry.parse import fields
+    from registry.parse import fields, sql
+    from registry.parse.script import DATABASE_BY_KIND
 
+    canon = names.parse_canonical_name(path)
     header = _header(path, text, naming.kind)
     if "database" in header:
         database = fields.database(path, header["database"], None)
+    elif given := rules.database_from_path(path):
+        database = fields.database(path, given, None)
+    elif naming.kind == "sql" and sql.may_use_timescale(text):
+        return None
     else:
-        database = rules.database_from_path(path) or {"sql": "postgresql", "cypher": "neo4j",
-                                                       "redis": "redis"}[naming.kind]
-        if database == "postgresql" and ("create_hypertable" in text or "timescaledb" in text.lower()):
-            database = "timescale"
-    canon = names.parse_canonical_name(path)
+        database = DATABASE_BY_KIND[naming.kind]
+    expected = {"sql": ("postgresql", "timescale"), "cypher": ("neo4j",), "redis": ("redis",)}[naming.kind]
+    if canon is None or database not in expected:
+        return None  # not canonical, or a kind/database mismatch: the parser says what is wrong
+    mtype = fields.migration_type(path, header["type"], None) if "type" in header else canon.type
     return {
         "migration": True, "error": None, "checksum": checksum, "database": database,
         "declared_id": header.get("id"), "version": header.get("version"),
         "dependencies": fields.dependencies(path, header["dependencies"], None) if "dependencies" in header else [],
         "description": header.get("name") or "", "author": header.get("author") or "",
         "breaking": fields.boolean(path, header["breaking"], None, "Breaking") if "breaking" in header else False,
-        "type": canon.type if canon else None, "name": header.get("name") or naming.description,
+        "type": mtype, "name": header.get("name") or naming.description,
         "content": text[:CONTENT_CAP],
     }

@@ -143,15 +143,19 @@ _TIMESCALE_HINTS = ("timescale", "hypertable", "time_bucket", "_policy", "contin
                     "add_dimension", "by_range", "by_hash", "columnstore")
 
 
+def may_use_timescale(text: str) -> bool:
+    """False when ``text`` has no TimescaleDB word at all (then no statement of it can use TimescaleDB)."""
+    lowered = text.lower()
+    return any(h in lowered for h in _TIMESCALE_HINTS)
+
+
 def uses_timescale(nodes: list[Any], text: str | None = None) -> bool:
     """True when the statements call TimescaleDB functions, options or its extension.
 
     ``text``, when given, is checked first for any TimescaleDB word, so most files skip the tree walk.
     """
-    if text is not None:
-        lowered = text.lower()
-        if not any(h in lowered for h in _TIMESCALE_HINTS):
-            return False
+    if text is not None and not may_use_timescale(text):
+        return False
     for root in nodes:
         for n in walk(root):
             kind = type(n).__name__

@@ -48,3 +48,23 @@ def test_legacy_ids_take_their_description_as_naming_describes_it():
     assert again == "20231114_221321_schema_add_user_prefs"  # the next free second
     canonical = "migrations/20251120_150000_schema_add_user_preferences.sql"
     assert migration_id(canonical, naming(canonical), "data", 0, taken) == canonical[11:-4]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("migrations/20251121_090000_schema_add_widgets.sql",
+     "-- Migration: widgets\n-- ID: 20251121_090000_schema_add_widgets\n-- Version: 1.0.0\n"
+     "-- Dependencies: [20251120_090000_schema_a]\n-- Author: ann\nCREATE TABLE w (id int);\n"),
+    ("migrations/20251121_090000_data_x.sql", "-- Type: perf\n-- Breaking: true\nCREATE INDEX i ON t (a);\n"),
+    ("migrations/20251121_090000_schema_ts.sql", "-- Version: 1.0.0\nSELECT create_hypertable('m', 'ts');\n"),
+    ("migrations/timescale/20251121_090000_schema_t.sql", "CREATE TABLE t (ts timestamptz);\n"),
+    ("migrations/20251121_090000_schema_g.cypher", "// Version: 1.0.0\nCREATE CONSTRAINT c FOR (n:X) REQUIRE n.id IS UNIQUE;\n"),
+    ("migrations/20251121_090000_data_r.redis", "# Database: redis\nSET a 1\n"),
+])
+def test_header_only_read_agrees_with_the_full_parse(path, body):
+    """The post-commit hook reads canonical scripts without their statements; the scan parses them."""
+    from registry.discovery.inspect import inspect
+
+    quick = inspect(path, body.encode(), naming(path), check=False)
+    full = inspect(path, body.encode(), naming(path), check=True)
+    assert quick["error"] is None and full["error"] is None
+    assert quick == {k: full[k] for k in quick}
