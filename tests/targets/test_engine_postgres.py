@@ -159,7 +159,7 @@ def test_lock_timeout_is_retried_per_max_retries(proj, pg_dsn):
     holder.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
 
     def release_once_waited_on():
-        for _ in range(300):
+        for _ in range(1200):  # up to a minute for the subprocess to start on a busy machine
             waiting = pg_rows(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                       "AND query LIKE 'ALTER TABLE busy%%'")
             if waiting[0][0]:
