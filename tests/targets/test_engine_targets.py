@@ -123,3 +123,28 @@ def test_redis_phase_runs_step_by_step_and_resumes_after_a_failed_command(tmp_pa
     assert code == 0, err
     assert (r.get("first"), r.get("label"), r.get("second")) == ("1", "0", "1"), "the first command ran once"
     assert proj.run("verify")[0] == 0
+
+
+@pytest.mark.neo4j
+def test_neo4j_phase_with_a_schema_command_resumes_without_repeating_data_steps(tmp_path, neo4j_uri):
+    from neo4j import GraphDatabase
+
+    proj = Project(tmp_path / "proj", {"graph": ("neo4j", neo4j_uri)})
+    path = proj.write("neo4j/20250101_000000_schema_marks.cypher", """
+        // Phase 1: EXPAND
+        CREATE INDEX mark_tag IF NOT EXISTS FOR (m:Mark) ON (m.tag);
+        CREATE (:Mark {tag: 'one'});
+        UNWIND [1, 0] AS d RETURN 1 / d;
+        CREATE (:Mark {tag: 'two'});
+    """)
+    code, out, err = proj.run("apply")
+    assert code == 3, out + err
+    log = proj.statements("graph")
+    assert [s["type"] for s in log] == ["apply_started", "batch_checkpoint", "batch_checkpoint", "apply_failed"]
+    path.write_text(path.read_text().replace("UNWIND [1, 0] AS d RETURN 1 / d", "RETURN 1"))
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    with GraphDatabase.driver(neo4j_uri) as driver:
+        records, _, _ = driver.execute_query("MATCH (m:Mark) RETURN m.tag AS tag ORDER BY tag")
+    assert [r["tag"] for r in records] == ["one", "two"]
+    assert proj.run("verify")[0] == 0
