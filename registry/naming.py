@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 
 from registry.errors import ConfigError
 from registry.model import MIGRATION_TYPES
+from registry.parse import EXTENSIONS
 
 if TYPE_CHECKING:
     from registry.model import Migration
 
-EXTENSIONS = ("sql", "cypher", "cql", "redis", "py", "ts", "js", "cjs", "mjs", "mts", "cts")
-_EXT = "|".join(EXTENSIONS)
+_EXT = "|".join(EXTENSIONS)  # the parser's: every file it reads can carry a migration's name
 _CANONICAL = re.compile(
     rf"^(?P<date>\d{{8}})_(?P<time>\d{{6}})_(?P<type>{'|'.join(MIGRATION_TYPES)})_"
     rf"(?P<desc>[a-z0-9]+(?:_[a-z0-9]+)*)(?:\.(?P<ext>{_EXT}))?$")

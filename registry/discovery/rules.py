@@ -26,17 +26,12 @@ EXCLUDED_DIRS = frozenset({
     "__tests__", "test", "tests", "__test__", "spec", "fixtures", "__fixtures__", "__mocks__",
     "dist", "build", "out", "lib-cjs", "node_modules", ".git", "vendor", ".mreg", "coverage",
 })
-SQL_EXTS = (".sql",)
-CYPHER_EXTS = (".cypher", ".cql")
-REDIS_EXTS = (".redis",)
-MODULE_EXTS = (".ts", ".js", ".mjs", ".cjs", ".mts", ".cts")
-PY_EXTS = (".py",)
-MIGRATION_EXTS = SQL_EXTS + CYPHER_EXTS + REDIS_EXTS + MODULE_EXTS + PY_EXTS
 # Module names that are framework code, never migrations.
 FRAMEWORK_STEMS = frozenset({
     "index", "knexfile", "migrationframework", "migrate", "migrator", "runner", "run", "config",
     "types", "utils", "helpers", "setup", "__init__", "conftest", "env", "main", "cli",
 })
+
 
 @dataclass(frozen=True)
 class Naming:
@@ -49,15 +44,19 @@ class Naming:
 
 
 def kind_of(path: str) -> str | None:
-    """The language of a file by its extension, or None if it cannot be a migration."""
+    """The language of a file by its extension (the parser's extensions), or None if it cannot be a migration."""
+    from registry.parse import MODULE_EXTENSIONS
+    from registry.parse.script import KIND_BY_EXT
+
     low = path.lower()
     if low.endswith(".d.ts"):
         return None
-    for exts, kind in ((SQL_EXTS, "sql"), (CYPHER_EXTS, "cypher"), (REDIS_EXTS, "redis"),
-                       (MODULE_EXTS, "module"), (PY_EXTS, "python")):
-        if low.endswith(exts):
-            return kind
-    return None
+    ext = split(low)[2][1:]
+    if ext in KIND_BY_EXT:
+        return KIND_BY_EXT[ext]
+    if ext in MODULE_EXTENSIONS:
+        return "module"
+    return "python" if ext == "py" else None
 
 
 def split(path: str) -> tuple[str, str, str]:
@@ -197,7 +196,7 @@ def is_compiled_twin(path: str, present) -> bool:
 
 def database_from_path(path: str) -> str | None:
     """A database named by a folder (``.../neo4j/...``) or by the extension, or None."""
-    folder, _, ext = split(path)
+    folder, _, _ = split(path)
     for part in reversed(folder.lower().split("/")):
         if part in ("neo4j", "graph", "cypher"):
             return "neo4j"
@@ -207,8 +206,4 @@ def database_from_path(path: str) -> str | None:
             return "redis"
         if part in ("postgres", "postgresql", "pg", "sql"):
             return "postgresql"
-    if ext in CYPHER_EXTS:
-        return "neo4j"
-    if ext in REDIS_EXTS:
-        return "redis"
-    return None
+    return {"cypher": "neo4j", "redis": "redis"}.get(kind_of(path) or "")
