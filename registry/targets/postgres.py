@@ -143,6 +143,19 @@ class PgSession:
         self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
     @server_errors("committing")
+    def commit_with_mirrors(self, rows: list[MirrorRow]) -> None:
+        """Insert ``rows`` and ``COMMIT`` in one round trip (the engine's last write of a phase).
+
+        The rows are bound client-side and sent with ``COMMIT`` as one simple query: if the
+        INSERT is refused, the server skips the ``COMMIT`` and the session rolls back as usual.
+        """
+        if not self.transactional or self.done:
+            self.append_mirrors(rows)
+            return self.commit()
+        self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:], commit=True)
+        self.done = True
+
+    @server_errors("committing")
     def commit(self) -> None:
         if self.transactional and not self.done:
             self.conn.execute("COMMIT")
@@ -434,14 +447,17 @@ class PostgresAdapter:
             raise
         self._mirror_ready = True
 
-    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = ()) -> None:
+    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = (), *, commit: bool = False) -> None:
         try:
+            sql = INSERT_MIRROR.format(s=self.mirror_schema)
+            params = list(mirror_params(row))
             if more:  # several rows, one statement: the BEFORE INSERT trigger still checks each in order
-                values = ", (" + ", ".join(["%s"] * len(mirror_params(row))) + ")"
-                params = [p for r in (row, *more) for p in mirror_params(r)]
-                conn.execute(INSERT_MIRROR.format(s=self.mirror_schema) + values * len(more), params)
+                sql += (", (" + ", ".join(["%s"] * len(params)) + ")") * len(more)
+                params += [p for r in more for p in mirror_params(r)]
+            if commit:  # bound client-side so that COMMIT travels in the same simple query
+                self.psycopg.ClientCursor(conn).execute(sql + "; COMMIT", params)
                 return
-            conn.execute(INSERT_MIRROR.format(s=self.mirror_schema), mirror_params(row))
+            conn.execute(sql, params)
         except self.psycopg.Error as exc:
             if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
                 raise
