@@ -28,7 +28,6 @@ from base64 import b64encode as _b64e
 from pathlib import Path
 from typing import Iterable
 
-import sqlite_utils
 
 from ledger.checkpoint import parse_body, parse_checkpoint, sign_checkpoint
 from ledger.dsse import PAYLOAD_TYPE
@@ -58,8 +57,8 @@ class LedgerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60,
                                check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
         self.conn = conn
+        self._db = None
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
@@ -76,10 +75,21 @@ class LedgerStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def db(self):
+        """The sqlite-utils view of the file, imported on first use (hooks append without it)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
     # --- schema ------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
-        if all(self.db[t].exists() for t in TABLES):
+        present = {name for (name,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+        if all(t in present for t in TABLES):
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -272,7 +282,9 @@ class LedgerStore:
             self._close_pool()
             import multiprocessing
 
-            ctx = multiprocessing.get_context("fork")
+            # forkserver, not fork: a fork of a process with other threads (drivers, lease renewers)
+            # can inherit a held lock and hang the worker.
+            ctx = multiprocessing.get_context("forkserver")
             self._pool = ctx.Pool(processes, initializer=_init_worker, initargs=(signer.seed, signer.comment))
             self._pool_key = key
         return self._pool

@@ -161,29 +161,26 @@ def _check_signatures(origin: str, pending: list, trust: Trust, add) -> None:
                 add(Finding(origin, pos, f"envelope.signatures[{i}]", expected, keyid, verdict, text))
 
 
-_shared: dict = {}  # set before forking workers, so leaves are inherited rather than pickled
-
-
-def _scan_job(bounds: tuple[int, int]) -> tuple:
-    origin, leaves, trust = _shared["job"]
-    first, last = bounds
-    return _scan(origin, first, leaves[first:last], trust)
+def _scan_job(job: tuple) -> tuple:
+    origin, first, leaves, trust = job
+    return _scan(origin, first, leaves, trust)
 
 
 def scan_leaves(origin: str, leaves: Sequence[bytes], trust: Trust, processes: int = 1):
-    """Run the per-leaf checks, in ``processes`` forked worker processes when > 1."""
+    """Run the per-leaf checks, in ``processes`` worker processes when > 1.
+
+    Workers come from a fork server (not a plain fork of this process, whose other threads may
+    hold locks a forked child would wait on forever); each gets its slice of leaves pickled.
+    """
     if processes <= 1 or len(leaves) < 4000:
         return _scan(origin, 0, leaves, trust)
     import multiprocessing
 
     chunk = -(-len(leaves) // (processes * 4))
     bounds = [(i, min(i + chunk, len(leaves))) for i in range(0, len(leaves), chunk)]
-    _shared["job"] = (origin, leaves, trust)
-    try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            parts = pool.map(_scan_job, bounds)
-    finally:
-        _shared.pop("job", None)
+    jobs = [(origin, first, list(leaves[first:last]), trust) for first, last in bounds]
+    with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+        parts = pool.map(_scan_job, jobs)
     rows: list = []
     findings: list[Finding] = []
     for r, f in parts:
