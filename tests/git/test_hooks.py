@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 from registry import config
 from registry.cli.main import run
@@ -90,18 +89,38 @@ def test_naming_and_metadata_rules_in_the_canonical_folder(empty_project):
     assert "add_gizmos.sql:3:" in out.stderr and "'two'" in out.stderr
 
 
-def test_post_commit_registration_is_fast(empty_project):
+LEAN_PROBE = """
+import runpy, sys
+sys.argv = ["registry.hooks", "post-commit"]
+code = 0
+try:
+    runpy.run_module("registry.hooks", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code or 0
+heavy = ("sqlite_utils", "dulwich", "typer", "rich", "pglast", "tree_sitter", "psycopg", "neo4j", "redis")
+print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_post_commit_registration_keeps_a_lean_import_path(empty_project):
+    """The hook registers a canonical migration without loading heavy modules (the 0.3 s goal is
+    measured by bench/registry, not by a timed test)."""
     root = empty_project.root
     (root / "migrations").mkdir()
+    (root / "migrations/20251121_080000_schema_add_gadgets.sql").write_text(
+        GOOD.replace("20251121_090000_schema_add_widgets", "20251121_080000_schema_add_gadgets"))
+    seedrepo.git(root, "add", "migrations")
+    seedrepo.git(root, "commit", "-q", "--no-verify", "-m", "g")
+    first = subprocess.run([sys.executable, "-m", "registry.hooks", "post-commit"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr  # this one also creates catalog.db's tables
     (root / "migrations/20251121_090000_schema_add_widgets.sql").write_text(GOOD)
     seedrepo.git(root, "add", "migrations")
     seedrepo.git(root, "commit", "-q", "--no-verify", "-m", "w")
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "registry.hooks", "post-commit"], capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    out = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "registered 20251121_090000_schema_add_widgets" in out.stderr
-    assert elapsed < 1.5  # the benchmark measures the 0.3 s goal; this guards against regressions only
+    assert "HEAVY=\n" in out.stderr, out.stderr
 
 
 def test_hook_and_scan_agree_on_a_legacy_migration(empty_project):
