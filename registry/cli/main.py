@@ -75,9 +75,11 @@ def _log_traceback(exc: BaseException) -> Path | None:
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:
-    typer.echo(f"mreg: error: {message}", err=True)
+    """One line on standard error: what went wrong, where, and the fix."""
+    line = f"mreg: error: {' '.join(message.split())}"  # a driver's message may span lines
     if hint:
-        typer.echo(f"  hint: {hint}", err=True)
+        line += f" (hint: {' '.join(hint.split())})"
+    typer.echo(line, err=True)
     return code
 
 

@@ -27,10 +27,11 @@ def write_config(project, text: str):
 
 
 def error_lines(stderr: str) -> tuple[str, str]:
+    """The one line an error prints, split into its message and its hint."""
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert lines and lines[0].startswith("mreg: error: "), stderr
-    hint = next((line.strip() for line in lines[1:] if line.strip().startswith("hint:")), "")
-    return lines[0], hint
+    assert len(lines) == 1 and lines[0].startswith("mreg: error: "), stderr
+    message, _, hint = lines[0].partition(" (hint: ")
+    return message, hint.removesuffix(")")
 
 
 def test_unknown_target_type_exits_2_naming_file_key_and_fix(project):
