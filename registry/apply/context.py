@@ -37,13 +37,14 @@ def load_migrations(cfg) -> list:
 
 
 def parse_folder(cfg) -> list:
-    """Parse every migration file under ``cfg.migrations.value`` (a flat folder or one per database)."""
-    from registry.parse import parse_migration
+    """Parse every migration file under ``cfg.migrations.value`` (a flat folder or one per database).
 
+    Unchanged files come from catalog.db's parse cache (``registry.apply.parsecache``).
+    """
     root = Path(cfg.migrations.value)
-    out = []
     if not root.is_dir():
-        return out
+        return []
+    files = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.suffix not in EXTENSIONS or path.name.startswith((".", "_")):
             continue
@@ -55,8 +56,34 @@ def parse_folder(cfg) -> list:
             shown = str(path.relative_to(cfg.root))
         except ValueError:
             shown = str(path)
-        out.append(parse_migration(shown, path.read_bytes(), database=database))
-    return out
+        files.append((shown, path.read_bytes(), database))
+    return _parse_cached(cfg, files)
+
+
+def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]]) -> list:
+    import sqlite3
+
+    from registry.apply.parsecache import ParseCache, cache_key
+    from registry.parse import parse_migration
+
+    try:
+        cfg.catalog.value.parent.mkdir(parents=True, exist_ok=True)
+        cache = ParseCache(cfg.catalog.value)
+    except (OSError, sqlite3.Error):  # no writable catalog: parse everything
+        return [parse_migration(shown, data, database=db) for shown, data, db in files]
+    try:
+        keys = [cache_key(shown, db, data) for shown, data, db in files]
+        known = cache.get_many(keys)
+        out = []
+        for key, (shown, data, db) in zip(keys, files):
+            m = known.get(key)
+            if m is None:
+                m = parse_migration(shown, data, database=db)
+                cache.put(key, m)
+            out.append(m)
+        return out
+    finally:
+        cache.close()
 
 
 def open_adapter(cfg, target):
