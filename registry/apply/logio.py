@@ -157,19 +157,6 @@ class TargetLog:
             for row in rows:
                 session.append_mirror(row)
 
-    def commit(self, session) -> None:
-        """Write the deferred rows and commit ``session``: one round trip where the adapter allows."""
-        both = getattr(session, "commit_with_mirrors", None)
-        if both is None or not self.deferred:
-            self.write_deferred(session)
-            session.commit()
-            return
-        from registry.targets.base import mirror_row_from_leaf
-
-        rows = [mirror_row_from_leaf(leaf) for leaf in self.deferred]
-        self.deferred = []
-        both(rows)
-
     def committed(self) -> None:
         """The session holding the staged rows committed: the events happened."""
         if not self.staged:

@@ -251,7 +251,8 @@ def _run_transactional(log, adapter, entry):
                 log.stage(s, "apply_succeeded", m, _phase_details(
                     entry, execution_time_ms=ms, steps=total, rollback_available=bool(m.rollback.get(entry.phase))),
                     refs=[sid], defer=True)
-                log.commit(s)
+                log.write_deferred(s)
+                s.commit()
             log.committed()
             yield Progress("phase_succeeded", entry.target, m.id, entry.phase, entry.tenant, total, total,
                            message=f"{m.id} {entry.phase} applied in {ms} ms")

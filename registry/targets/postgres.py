@@ -66,26 +66,17 @@ class PgSession:
 
     Transactional: ``BEGIN`` on entry (with ``SET LOCAL`` timeouts and tenant
     ``search_path``), ``COMMIT`` on ``commit()``, ``ROLLBACK`` when left without
-    commit. The ``BEGIN``/``SET LOCAL`` set-up is held back and sent in the same
-    simple query as the first step (one round trip less per phase); any other use
-    of the connection first (``conn``, the adapter's ``conn``) sends it on its own. Non-transactional: every ``execute`` commits on its own (what
+    commit. Non-transactional: every ``execute`` commits on its own (what
     ``CREATE INDEX CONCURRENTLY`` and ``txmode: none`` need); ``commit()`` and
     ``rollback()`` do nothing, and the timeouts are reset when the session ends.
     """
 
     def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool) -> None:
         self.adapter = adapter
-        self._conn = conn
+        self.conn = conn
         self.transactional = transactional
         self.done = False
         self.path: str | None = None  # the migration file, for error messages
-
-    @property
-    def conn(self):
-        """The session's connection, its pending set-up sent first."""
-        if self.adapter._pending_setup:
-            self.adapter._send_setup()
-        return self._conn
 
     # -- running steps ------------------------------------------------------
     def execute(self, step: Step, *, path: str | None = None, params: dict | None = None,
@@ -99,13 +90,6 @@ class PgSession:
         step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
         try:
-            setup = self.adapter._pending_setup
-            if setup and not use_sp and not params:  # BEGIN; SET LOCAL …; the step: one simple query
-                self.adapter._pending_setup = []
-                cur = self._conn.execute("; ".join(setup) + ";\n" + step.content)
-                for _ in setup:
-                    cur.nextset()  # to the step's own (first) result
-                return cur.rowcount
             if use_sp:
                 self.conn.execute("SAVEPOINT mreg_step")
             cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
@@ -159,19 +143,6 @@ class PgSession:
         self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
     @server_errors("committing")
-    def commit_with_mirrors(self, rows: list[MirrorRow]) -> None:
-        """Insert ``rows`` and ``COMMIT`` in one round trip (the engine's last write of a phase).
-
-        The rows are bound client-side and sent with ``COMMIT`` as one simple query: if the
-        INSERT is refused, the server skips the ``COMMIT`` and the session rolls back as usual.
-        """
-        if not self.transactional or self.done:
-            self.append_mirrors(rows)
-            return self.commit()
-        self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:], commit=True)
-        self.done = True
-
-    @server_errors("committing")
     def commit(self) -> None:
         if self.transactional and not self.done:
             self.conn.execute("COMMIT")
@@ -180,10 +151,8 @@ class PgSession:
     @server_errors("rolling back")
     def rollback(self) -> None:
         if self.transactional and not self.done:
-            if self.adapter._pending_setup:  # nothing was sent: nothing to roll back
-                self.adapter._pending_setup = []
-            elif not self._conn.broken:
-                self._conn.execute("ROLLBACK")
+            if not self.conn.broken:
+                self.conn.execute("ROLLBACK")
             self.done = True
 
 
@@ -209,7 +178,6 @@ class PostgresAdapter:
         self._lock: LockHandle | None = None
         self._mirror_ready = False
         self._in_session = False
-        self._pending_setup: list[str] = []  # a transactional session's BEGIN/SET LOCAL, not yet sent
 
     # -- connections --------------------------------------------------------
     def _connect(self, purpose: str):
@@ -239,7 +207,6 @@ class PostgresAdapter:
                 self._lock_lost()  # the lock lived on this connection: never reconnect silently
             self._conn = self._connect("main")
             self._mirror_ready = False
-            self._pending_setup = []  # belonged to a session on the lost connection
             self.after_connect(self._conn)
 
     def after_connect(self, conn) -> None:
@@ -255,17 +222,7 @@ class PostgresAdapter:
     @property
     def conn(self):
         self.connect()
-        if self._pending_setup:
-            self._send_setup()
         return self._conn
-
-    def _send_setup(self) -> None:
-        """Send the open session's held-back ``BEGIN``/``SET LOCAL`` before any other statement."""
-        setup, self._pending_setup = self._pending_setup, []
-        try:
-            self._conn.execute("; ".join(setup))
-        except self.psycopg.Error as exc:
-            raise db_error(exc, self.target.name, "starting a session") from None
 
     def close(self) -> None:
         """Close every connection (releases the lock if still held)."""
@@ -477,17 +434,14 @@ class PostgresAdapter:
             raise
         self._mirror_ready = True
 
-    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = (), *, commit: bool = False) -> None:
+    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = ()) -> None:
         try:
-            sql = INSERT_MIRROR.format(s=self.mirror_schema)
-            params = list(mirror_params(row))
             if more:  # several rows, one statement: the BEFORE INSERT trigger still checks each in order
-                sql += (", (" + ", ".join(["%s"] * len(params)) + ")") * len(more)
-                params += [p for r in more for p in mirror_params(r)]
-            if commit:  # bound client-side so that COMMIT travels in the same simple query
-                self.psycopg.ClientCursor(conn).execute(sql + "; COMMIT", params)
+                values = ", (" + ", ".join(["%s"] * len(mirror_params(row))) + ")"
+                params = [p for r in (row, *more) for p in mirror_params(r)]
+                conn.execute(INSERT_MIRROR.format(s=self.mirror_schema) + values * len(more), params)
                 return
-            conn.execute(sql, params)
+            conn.execute(INSERT_MIRROR.format(s=self.mirror_schema), mirror_params(row))
         except self.psycopg.Error as exc:
             if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
                 raise
@@ -597,18 +551,14 @@ class PostgresAdapter:
             if setup and not transactional:  # SET is session-wide: put the old values back afterwards
                 saved = conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
                                      "current_setting('search_path')").fetchone()
-            if transactional:
-                self._pending_setup = setup  # sent with the first step (or before any other statement)
-            elif setup:
+            if setup:
                 try:
                     conn.execute("; ".join(setup))
                 except self.psycopg.Error as exc:
                     raise db_error(exc, self.target.name, "starting a session") from None
             yield sess
         except BaseException:
-            begun = not self._pending_setup
-            self._pending_setup = []
-            if transactional and begun and not sess.done and not conn.broken and not conn.closed:
+            if transactional and not sess.done and not conn.broken and not conn.closed:
                 conn.execute("ROLLBACK")
                 sess.done = True
             raise
@@ -617,7 +567,6 @@ class PostgresAdapter:
                 sess.rollback()
         finally:
             self._in_session = False
-            self._pending_setup = []
             if saved is not None and not conn.broken and not conn.closed:
                 conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),"
                              " set_config('search_path', %s, false)", saved)
