@@ -280,11 +280,9 @@ class LedgerStore:
         key = (signer.seed, signer.comment, processes)
         if getattr(self, "_pool_key", None) != key:
             self._close_pool()
-            import multiprocessing
+            from ledger.workers import context
 
-            # forkserver, not fork: a fork of a process with other threads (drivers, lease renewers)
-            # can inherit a held lock and hang the worker.
-            ctx = multiprocessing.get_context("forkserver")
+            ctx = context()
             self._pool = ctx.Pool(processes, initializer=_init_worker, initargs=(signer.seed, signer.comment))
             self._pool_key = key
         return self._pool

@@ -169,17 +169,17 @@ def _scan_job(job: tuple) -> tuple:
 def scan_leaves(origin: str, leaves: Sequence[bytes], trust: Trust, processes: int = 1):
     """Run the per-leaf checks, in ``processes`` worker processes when > 1.
 
-    Workers come from a fork server (not a plain fork of this process, whose other threads may
-    hold locks a forked child would wait on forever); each gets its slice of leaves pickled.
+    Workers start as ``ledger.workers.context()`` says (fork only in a single-threaded
+    process); each gets its slice of leaves pickled.
     """
     if processes <= 1 or len(leaves) < 4000:
         return _scan(origin, 0, leaves, trust)
-    import multiprocessing
+    from ledger.workers import context
 
     chunk = -(-len(leaves) // (processes * 4))
     bounds = [(i, min(i + chunk, len(leaves))) for i in range(0, len(leaves), chunk)]
     jobs = [(origin, first, list(leaves[first:last]), trust) for first, last in bounds]
-    with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+    with context().Pool(processes) as pool:
         parts = pool.map(_scan_job, jobs)
     rows: list = []
     findings: list[Finding] = []

@@ -187,3 +187,35 @@ def test_witness_cosigns_only_consistent_growth_and_quorum_counts(store):
                        "VALUES (?, 'w.example/2', 8, ?, 0, '')", (O, bytes(32)))
     with pytest.raises(WitnessError, match="does not extend"):
         cosign_latest(store, O, "w.example/2", wkey, policy)
+
+
+def test_workers_fork_only_when_no_other_thread_runs():
+    import threading
+
+    from ledger.workers import context
+
+    assert context().get_start_method() == ("fork" if threading.active_count() == 1 else "forkserver")
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert context().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
+
+
+def test_parallel_signing_beside_another_thread_uses_the_fork_server(tmp_path):
+    import threading
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        xs = stmts(1100)
+        with LedgerStore(tmp_path / "a.db") as one, LedgerStore(tmp_path / "b.db") as two:
+            assert one.append_many(O, xs, A) == two.append_many(O, xs, A, processes=2)
+            assert two._pool._ctx.get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
