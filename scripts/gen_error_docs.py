@@ -69,14 +69,9 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
-            print("docs/errors.md is out of date: run python scripts/gen_error_docs.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text, encoding="utf-8")
-    return 0
+    from docgen import write_or_check
+
+    return write_or_check(OUT, render(), "gen_error_docs.py")
 
 
 if __name__ == "__main__":
