@@ -65,6 +65,11 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # killpg(…, 0) also succeeds for zombies waiting to be reaped; look closer
+    return any(int(fields[2]) == pgid and fields[0] != "Z" for _pid, fields in _proc_stats())
+
+
+def _proc_stats():
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -72,10 +77,7 @@ def group_alive(pgid: int) -> bool:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        yield int(entry.name), stat[stat.rindex(")") + 2:].split()
 
 
 @dataclass
@@ -103,15 +105,8 @@ def spawn(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None =
 def descendants(pid: int) -> list[tuple[int, int]]:
     """(pid, start time) of every live descendant of ``pid`` (PostgreSQL's children leave its group)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    for child, fields in _proc_stats():
+        children.setdefault(int(fields[1]), []).append(child)
     found, todo = [], list(children.get(pid, []))
     while todo:
         child = todo.pop()
