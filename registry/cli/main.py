@@ -19,6 +19,7 @@ import typer
 from registry import __version__
 
 COMMAND_MODULES = [
+    "registry.cli.init_cmd",
     "registry.cli.registry_cmd",
     "registry.cli.ledger_cmd",
     "registry.cli.config_cmd",
