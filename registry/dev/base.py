@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,3 +74,24 @@ def tools_dir() -> Path:
 
 def which(program: str) -> str | None:
     return shutil.which(program)
+
+
+def install_once(argv: list[str], *, cwd: Path, stamp: Path, source: Path, timeout: float,
+                 missing: tuple[str, str], failed: tuple[str, str]) -> bool:
+    """Run a launcher's install step (``mvn``, ``npm ci``) unless ``stamp`` is newer than ``source``.
+
+    Returns True when it ran. ``missing`` and ``failed`` are (message, hint) pairs: a missing
+    program raises ``DevServerError`` with the first, a failed run with the second (its message
+    followed by the run's last three output lines).
+    """
+    if stamp.exists() and stamp.stat().st_mtime >= source.stat().st_mtime:
+        return False
+    if which(argv[0]) is None:
+        raise DevServerError(missing[0], hint=missing[1])
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        last = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        raise DevServerError(f"{failed[0]}: {' | '.join(last)}", hint=failed[1])
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+    return True

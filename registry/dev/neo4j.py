@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from registry.dev.base import HOST, DevServer, DevServerError, Launch, tools_dir, which
+from registry.dev.base import HOST, DevServer, DevServerError, Launch, install_once, tools_dir, which
 
 JAVA_OPTS = ["-Xmx1g", "-Xms256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
              "-Dfile.encoding=UTF-8"]
@@ -24,22 +24,15 @@ def launcher_dir() -> Path:
 def resolve_libraries() -> Path:
     """Resolve the Neo4j jars with Maven into ``tools/neo4j/lib`` (once; a stamp marks it done)."""
     folder = launcher_dir()
-    lib = folder / "lib"
-    stamp = lib / ".resolved"
-    pom = folder / "pom.xml"
-    if stamp.exists() and stamp.stat().st_mtime >= pom.stat().st_mtime:
-        return lib
-    if which("mvn") is None:
-        raise DevServerError("Neo4j's libraries are not resolved and Maven (mvn) is not installed",
-                             hint="install Maven (apt-get install maven) or run `make tools` where it is")
-    done = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=lib"],
-                          cwd=folder, capture_output=True, text=True, timeout=1200)
-    if done.returncode != 0:
-        last = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        raise DevServerError(f"Maven could not resolve Neo4j: {' | '.join(last)}",
-                             hint=f"run `mvn dependency:copy-dependencies -DoutputDirectory=lib` in {folder}")
-    stamp.touch()
-    return lib
+    install_once(
+        ["mvn", "-q", "-B", "dependency:copy-dependencies", "-DoutputDirectory=lib"],
+        cwd=folder, stamp=folder / "lib" / ".resolved", source=folder / "pom.xml", timeout=1200,
+        missing=("Neo4j's libraries are not resolved and Maven (mvn) is not installed",
+                 "install Maven (apt-get install maven) or run `make tools` where it is"),
+        failed=("Maven could not resolve Neo4j",
+                f"run `mvn dependency:copy-dependencies -DoutputDirectory=lib` in {folder}"),
+    )
+    return folder / "lib"
 
 
 def compile_launcher() -> Path:

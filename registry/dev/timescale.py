@@ -11,10 +11,9 @@ every client gets the same database. User and password are ``postgres``.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from registry.dev.base import HOST, DevServer, DevServerError, Launch, tools_dir, which
+from registry.dev.base import HOST, DevServer, Launch, install_once, tools_dir, which
 
 # libpq would otherwise try SSL and GSS encryption first, which the server cannot speak.
 URL_OPTIONS = "sslmode=disable&gssencmode=disable"
@@ -27,20 +26,14 @@ def launcher_dir() -> Path:
 def install_packages() -> None:
     """``npm ci`` the launcher's packages (once; a stamp marks it done)."""
     folder = launcher_dir()
-    stamp = folder / "node_modules" / ".mreg-installed"
-    lock = folder / "package-lock.json"
-    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    if which("npm") is None:
-        raise DevServerError("the TimescaleDB launcher's packages are not installed and npm is missing",
-                             hint="install Node.js 18+ with npm, or run `make tools` where it is")
-    done = subprocess.run(["npm", "ci", "--legacy-peer-deps", "--no-audit", "--no-fund"],
-                          cwd=folder, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        last = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        raise DevServerError(f"npm ci failed in {folder}: {' | '.join(last)}",
-                             hint=f"run `npm ci --legacy-peer-deps` in {folder}")
-    stamp.touch()
+    install_once(
+        ["npm", "ci", "--legacy-peer-deps", "--no-audit", "--no-fund"],
+        cwd=folder, stamp=folder / "node_modules" / ".mreg-installed", source=folder / "package-lock.json",
+        timeout=900,
+        missing=("the TimescaleDB launcher's packages are not installed and npm is missing",
+                 "install Node.js 18+ with npm, or run `make tools` where it is"),
+        failed=(f"npm ci failed in {folder}", f"run `npm ci --legacy-peer-deps` in {folder}"),
+    )
 
 
 class TimescaleServer(DevServer):
