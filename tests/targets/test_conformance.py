@@ -11,7 +11,6 @@ rows are the same bytes the engine writes.
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import os
 import signal
@@ -27,6 +26,7 @@ from registry.errors import DatabaseError
 from registry.model import Step
 from registry.targets import ADAPTERS, adapter_class
 from registry.targets.base import Adapter, LockTimeout, Session, StepFailed, mirror_row_from_leaf
+from tests.targets.leaves import ORIGIN, make_log
 
 # What each kind runs. ``check`` is a read whose first row's first value is truthy
 # when ``create`` was applied; ``tamper`` are statements that try to rewrite or
@@ -108,7 +108,6 @@ SAMPLES: dict[str, dict] = {
 }
 
 KINDS = list(SAMPLES)
-ORIGIN = "conformance/main"
 
 
 def adapter_missing(kind: str) -> str | None:
@@ -162,49 +161,6 @@ def first_value(rows: list) -> object:
 
 
 # ----------------------------------------------------------------------------- leaves
-
-
-def _signer():
-    from ledger.keys import Signer
-
-    return Signer.generate(comment="conformance")
-
-
-def build_leaf(seq: int, prev: bytes, envelope: dict) -> bytes:
-    """``ledger.log.build_leaf`` when it exists, else the same bytes by SPEC §5."""
-    try:
-        from ledger.log import build_leaf as ledger_build_leaf
-    except ImportError:
-        from ledger.canonical import canonical_json
-
-        return canonical_json({"v": 1, "seq": seq, "prev": base64.b64encode(prev).decode(), "envelope": envelope})
-    return ledger_build_leaf(seq, prev, envelope)
-
-
-def make_log(n: int, origin: str = ORIGIN, engine: str = "postgresql", signer=None, start: int = 0,
-             prev: bytes = b"\x00" * 32) -> list[bytes]:
-    """``n`` chained leaves of ``origin`` (seq ``start``..), each a different event with real fields."""
-    import hashlib
-
-    from ledger.dsse import sign_envelope
-    from ledger.statement import new_statement
-
-    signer = signer or _signer()
-    types = ("apply_started", "apply_succeeded", "batch_checkpoint", "apply_failed")
-    leaves = []
-    for i in range(start, start + n):
-        stmt = new_statement(
-            ledger=origin, type=types[i % len(types)], actor=f"tester-{i}@example.org",
-            migration={"id": f"20251120_15000{i % 10}_schema_m{i}", "version": f"2.{i}.0",
-                       "checksum": "sha256:" + hashlib.sha256(str(i).encode()).hexdigest(),
-                       "path": f"migrations/m{i}.sql"},
-            target={"engine": engine, "id": "conf"},
-            details={"execution_time_ms": 10 + i, "rollback_available": i % 2 == 0, "note": f"ünïcode {i}"},
-        )
-        leaf = build_leaf(i, prev, sign_envelope(stmt, signer))
-        leaves.append(leaf)
-        prev = hashlib.sha256(b"\x00" + leaf).digest()
-    return leaves
 
 
 # ----------------------------------------------------------------------------- the suite

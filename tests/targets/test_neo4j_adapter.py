@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,31 +21,13 @@ from registry.model import Step
 from registry.targets.base import LockTimeout, StepFailed, mirror_row_from_leaf
 from registry.targets.neo4j import LockLost, Neo4jAdapter, is_batched, is_schema_command
 from registry.targets.sqlcommon import CheckpointRegression, ConnectionLost, MirrorConflict, StepRefused
+from tests.targets.leaves import make_log
 
 ORIGIN = "acme/graph"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_leaves(n: int, *, start: int = 0, prev: bytes = bytes(32), origin: str = ORIGIN) -> list[bytes]:
-    """``n`` chained leaves built with the ledger's API (statement, DSSE envelope, leaf)."""
-    from ledger.dsse import sign_envelope
-    from ledger.keys import Signer
-    from ledger.log import build_leaf
-    from ledger.statement import new_statement
-
-    signer = Signer.generate(comment="neo4j-tests")
-    leaves = []
-    for seq in range(start, start + n):
-        stmt = new_statement(ledger=origin, type="apply_succeeded", actor="ops@example.org",
-                             migration={"id": f"20251120_15300{seq % 10}_schema_m{seq}", "version": f"2.{seq}.0",
-                                        "checksum": "sha256:" + hashlib.sha256(bytes([seq])).hexdigest(),
-                                        "path": f"migrations/neo4j/m{seq}.cypher"},
-                             target={"engine": "neo4j", "id": "graph"},
-                             details={"execution_time_ms": 5 + seq, "breaking_change": False})
-        leaf = build_leaf(seq, prev, sign_envelope(stmt, signer))
-        leaves.append(leaf)
-        prev = hashlib.sha256(b"\x00" + leaf).digest()
-    return leaves
+make_leaves = partial(make_log, origin=ORIGIN, engine="neo4j")  # chained, signed leaves
 
 
 def adapter_for(url: str, **options) -> Neo4jAdapter:

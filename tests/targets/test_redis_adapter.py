@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -27,31 +28,13 @@ from registry.targets.redis import (
     stream_key,
 )
 from registry.targets.sqlcommon import CheckpointRegression, ConnectionLost, MirrorConflict, StepRefused
+from tests.targets.leaves import make_log
 
 ORIGIN = "acme/cache"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_leaves(n: int, *, start: int = 0, prev: bytes = bytes(32), origin: str = ORIGIN) -> list[bytes]:
-    """``n`` chained leaves built with the ledger's API (statement, DSSE envelope, leaf)."""
-    from ledger.dsse import sign_envelope
-    from ledger.keys import Signer
-    from ledger.log import build_leaf
-    from ledger.statement import new_statement
-
-    signer = Signer.generate(comment="redis-tests")
-    leaves = []
-    for seq in range(start, start + n):
-        stmt = new_statement(ledger=origin, type="apply_succeeded", actor="ops@example.org",
-                             migration={"id": f"20251120_17000{seq % 10}_data_m{seq}", "version": f"1.{seq}.0",
-                                        "checksum": "sha256:" + hashlib.sha256(bytes([seq])).hexdigest(),
-                                        "path": f"migrations/redis/m{seq}.redis"},
-                             target={"engine": "redis", "id": "cache"},
-                             details={"execution_time_ms": seq, "rollback_available": False})
-        leaf = build_leaf(seq, prev, sign_envelope(stmt, signer))
-        leaves.append(leaf)
-        prev = hashlib.sha256(b"\x00" + leaf).digest()
-    return leaves
+make_leaves = partial(make_log, origin=ORIGIN, engine="redis", major=1)  # chained, signed leaves
 
 
 def adapter_for(url: str, **options) -> RedisAdapter:
