@@ -18,22 +18,11 @@ from registry.apply.logio import TargetLog, origin_of
 from registry.apply.progress import Progress
 from registry.errors import DatabaseError, TargetUnavailable
 
-EXTENSIONS = {".sql", ".cypher", ".redis", ".py", ".ts", ".js"}
-FOLDER_DATABASES = {"postgresql": "postgresql", "postgres": "postgresql", "timescale": "timescale",
-                    "timescaledb": "timescale", "neo4j": "neo4j", "redis": "redis"}
-
-
 def load_migrations(cfg) -> list:
     """The registered migrations (the registry's view), else the canonical files under ``migrations/``."""
-    try:
-        from registry.registration import registered_migrations
-    except ImportError:
-        registered_migrations = None
-    if registered_migrations is not None:
-        found = registered_migrations(cfg)
-        if found:
-            return list(found)
-    return parse_folder(cfg)
+    from registry.registration import registered_migrations
+
+    return list(registered_migrations(cfg)) or parse_folder(cfg)
 
 
 def parse_folder(cfg) -> list:
@@ -41,17 +30,17 @@ def parse_folder(cfg) -> list:
 
     Unchanged files come from catalog.db's parse cache (``registry.apply.parsecache``).
     """
+    from registry.discovery.rules import database_from_path  # the scan's folder -> database rule
+    from registry.parse import EXTENSIONS
+
     root = Path(cfg.migrations.value)
     if not root.is_dir():
         return []
     files = []
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix not in EXTENSIONS or path.name.startswith((".", "_")):
+        if not path.is_file() or path.suffix[1:] not in EXTENSIONS or path.name.startswith((".", "_")):
             continue
-        rel = path.relative_to(root)
-        database = None
-        for part in rel.parts[:-1]:
-            database = FOLDER_DATABASES.get(part.lower(), database)
+        database = database_from_path(path.relative_to(root).as_posix())
         try:
             shown = str(path.relative_to(cfg.root))
         except ValueError:
