@@ -202,11 +202,8 @@ def repair(cfg, migration_id: str, *, target: str | None = None, reason: str | N
 def _accept_in_registry(cfg, migration_id: str, reason: str | None):
     """The registry's side of a repair (a ``repair`` in the registry log), when the registry knows the file."""
     from registry.errors import MregError
+    from registry.registration import accept_checksum
 
-    try:
-        from registry.registration import accept_checksum
-    except ImportError:
-        return None
     try:
         return accept_checksum(cfg, migration_id, reason=reason)
     except MregError:

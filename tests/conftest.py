@@ -404,12 +404,9 @@ def mreg_project(tmp_path, monkeypatch) -> Path:
         subprocess.run(["git", "-C", str(root), "config", key, value], check=True, env=env)
     key = tmp_path / "keys" / "id_ed25519"
     key.parent.mkdir()
-    try:
-        from ledger.keys import Signer
-    except ImportError:
-        Signer = None
-    if Signer is not None:
-        Signer.generate(comment="mreg-test").save(key)
+    from ledger.keys import Signer
+
+    Signer.generate(comment="mreg-test").save(key)
     monkeypatch.setenv("MREG_ROOT", str(root))
     monkeypatch.setenv("MREG_CATALOG", str(root / "catalog.db"))
     monkeypatch.setenv("MREG_KEY", str(key))

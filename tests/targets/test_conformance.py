@@ -11,7 +11,6 @@ rows are the same bytes the engine writes.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from registry.config import Target
 from registry.errors import DatabaseError
 from registry.model import Step
-from registry.targets import ADAPTERS, adapter_class
+from registry.targets import adapter_class
 from registry.targets.base import Adapter, LockTimeout, Session, StepFailed, mirror_row_from_leaf
 from tests.targets.leaves import ORIGIN, make_log
 
@@ -110,14 +109,6 @@ SAMPLES: dict[str, dict] = {
 KINDS = list(SAMPLES)
 
 
-def adapter_missing(kind: str) -> str | None:
-    """Why ``kind`` cannot be tested yet (its module does not exist), or None."""
-    module = ADAPTERS[kind].partition(":")[0]
-    if importlib.util.find_spec(module) is None:
-        return f"{module.replace('.', '/')}.py does not exist yet: the {kind} adapter is not written"
-    return None
-
-
 def make_adapter(kind: str, url: str, name: str = "conf"):
     sample = SAMPLES[kind]
     target = Target(name=name, type=kind, url=url, source="test", options=dict(sample["options"]))
@@ -126,9 +117,6 @@ def make_adapter(kind: str, url: str, name: str = "conf"):
 
 @pytest.fixture(params=KINDS)
 def kind(request) -> str:
-    reason = adapter_missing(request.param)
-    if reason:
-        pytest.skip(reason)
     return request.param
 
 

@@ -14,10 +14,7 @@ from registry.targets.base import mirror_row_from_leaf
 from registry.targets.postgres import PostgresAdapter
 from registry.targets.sqlcommon import ForeignVersionTable, MirrorConflict
 
-try:  # tests/targets is a package once it has an __init__.py, else it is on sys.path
-    from tests.targets.test_conformance import ORIGIN, make_log
-except ImportError:
-    from test_conformance import ORIGIN, make_log
+from tests.targets.leaves import ORIGIN, make_log
 
 
 @pytest.fixture

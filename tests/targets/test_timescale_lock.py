@@ -12,10 +12,7 @@ from registry.config import Target
 from registry.targets.base import LockTimeout
 from registry.targets.timescale import ServerBusy, TimescaleAdapter
 
-try:  # tests/targets is a package once it has an __init__.py, else it is on sys.path
-    from tests.targets.test_conformance import start_holder
-except ImportError:
-    from test_conformance import start_holder
+from tests.targets.test_conformance import start_holder
 
 
 def adapter(dsn: str, **options) -> TimescaleAdapter:
