@@ -37,9 +37,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_state = {"debug": False}
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mreg {__version__}")
@@ -52,8 +49,11 @@ def _root(
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Re-raise errors with their traceback."),
 ) -> None:
-    """Git-native migration registry with a signed, append-only ledger."""
-    _state["debug"] = debug
+    """Git-native migration registry with a signed, append-only ledger.
+
+    ``--debug`` is declared here for the help text; ``run`` reads it from the arguments, since it
+    decides how errors raised anywhere (even while parsing) are reported.
+    """
 
 
 for _name in COMMAND_MODULES:
