@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 
 from registry import config
 from registry.cli.main import run
-from registry.registration import list_migrations
+from registry.registration import list_migrations, scan_and_register
 from tests.git import seedrepo
 
 GOOD = """-- Migration: add widgets
@@ -28,9 +30,17 @@ DROP TABLE widgets;
 """
 
 
-def commit(root, message: str) -> subprocess.CompletedProcess:
+def canonical(mid: str, *, body: str = "CREATE TABLE widgets (id bigint PRIMARY KEY);", version: str = "1.2.0",
+              deps: str = "[]", with_id: bool = True) -> str:
+    text = GOOD.replace("20251121_090000_schema_add_widgets", mid).replace("Version: 1.2.0", f"Version: {version}")
+    text = text.replace("Dependencies: []", f"Dependencies: {deps}")
+    text = text.replace("CREATE TABLE widgets (id bigint PRIMARY KEY);", body)
+    return text if with_id else text.replace(f"-- ID: {mid}\n", "")
+
+
+def commit(root, message: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MREG_PYTHON": sys.executable}
-    return subprocess.run(["git", "-C", str(root), "commit", "-m", message], capture_output=True, text=True,
+    return subprocess.run(["git", "-C", str(root), "commit", *args, "-m", message], capture_output=True, text=True,
                           env=env)
 
 
@@ -40,53 +50,204 @@ def install(project):
     assert os.access(hooks / "pre-commit", os.X_OK) and os.access(hooks / "post-commit", os.X_OK)
 
 
-def test_commit_of_a_new_migration_registers_it(empty_project):
+def add(root, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    seedrepo.git(root, "add", rel)
+
+
+def findings_table(project) -> list[dict]:
+    """The catalog's findings table as it is now (read with plain sqlite3, no scan)."""
+    conn = sqlite3.connect(project.catalog)
+    try:
+        return [{"kind": k, "paths": json.loads(p), "message": m}
+                for k, p, m in conn.execute("SELECT kind, paths, message FROM findings ORDER BY n")]
+    finally:
+        conn.close()
+
+
+def scan_agrees() -> list[dict]:
+    """A scan after the hook registers nothing new; its findings (`mreg scan --json`'s)."""
+    result, done = list(scan_and_register(config.load()))[-1]
+    assert done.registered == [] and done.updated == []
+    return [{"kind": f["kind"], "paths": f["paths"]} for f in result.findings]
+
+
+def test_commit_of_a_new_migration_registers_it(empty_project, capsys):
     install(empty_project)
+    capsys.readouterr()
     root = empty_project.root
-    (root / "migrations").mkdir()
-    (root / "migrations/20251121_090000_schema_add_widgets.sql").write_text(GOOD)
-    seedrepo.git(root, "add", "migrations")
+    add(root, "migrations/20251121_090000_schema_add_widgets.sql", GOOD)
     out = commit(root, "add widgets")
     assert out.returncode == 0, out.stderr
-    rows = list_migrations(config.load())
+    assert "mreg: registered 20251121_090000_schema_add_widgets (migrations/20251121_090000_schema_add_widgets.sql)" \
+        in out.stderr
+    assert run(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == ["20251121_090000_schema_add_widgets"]
     assert rows[0]["first_commit"]["sha"] == seedrepo.git(root, "rev-parse", "HEAD")
-    # A later scan agrees with what the hook registered (same id, nothing new).
-    from registry.registration import scan_and_register
+    assert rows[0]["version"] == "1.2.0" and rows[0]["database"] == "postgresql"
+    # pre-commit's reading was consumed by post-commit
+    assert not (root / ".git/mreg/checked.json").exists()
+    assert scan_agrees() == []
 
-    _result, done = list(scan_and_register(config.load()))[-1]
-    assert done.registered == [] and done.updated == []
 
-
-def test_malformed_migrations_are_refused_with_the_reason(empty_project):
+def test_malformed_migration_is_refused_with_file_line_field_and_fix(empty_project):
     install(empty_project)
     root = empty_project.root
-    (root / "migrations").mkdir()
-    bad = root / "migrations/20251121_100000_schema_broken.sql"
-    bad.write_text(GOOD.replace("20251121_090000_schema_add_widgets", "20251121_100000_schema_broken")
-                   .replace("CREATE TABLE widgets (id bigint PRIMARY KEY);", "CREATE TABLE (;"))
-    seedrepo.git(root, "add", "migrations")
+    head = seedrepo.git(root, "rev-parse", "HEAD")
+    add(root, "migrations/20251121_100000_schema_broken.sql",
+        canonical("20251121_100000_schema_broken", body="CREATE TABLE (;"))
     out = commit(root, "broken")
     assert out.returncode != 0
-    assert "20251121_100000_schema_broken.sql" in out.stderr and "syntax" in out.stderr.lower()
-    assert list_migrations(config.load()) == []
+    assert ("mreg pre-commit: migrations/20251121_100000_schema_broken.sql:11: [sql] SQL syntax error: "
+            "syntax error at or near \"(\"") in out.stderr
+    assert "fix: fix the statement" in out.stderr
+    assert "commit refused (1 problem)" in out.stderr
+    # The repository is unchanged: same HEAD, the file still staged, nothing registered.
+    assert seedrepo.git(root, "rev-parse", "HEAD") == head
+    assert seedrepo.git(root, "status", "--porcelain") == "A  migrations/20251121_100000_schema_broken.sql"
+    assert not empty_project.catalog.exists() or list_migrations(config.load()) == []
+
+
+def test_header_problems_name_their_line_field_and_fix(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    add(root, "migrations/20251121_100000_schema_bad_header.sql",
+        canonical("20251121_100000_schema_bad_header", deps="[oops"))
+    add(root, "migrations/20251121_110000_data_bad_version.sql",
+        canonical("20251121_110000_data_bad_version", version="two"))
+    out = commit(root, "bad headers")
+    assert out.returncode != 0
+    assert ("migrations/20251121_100000_schema_bad_header.sql:8: [Dependencies] unbalanced brackets in the "
+            "dependency list\n    fix: write `Dependencies: [id1, id2]` or `Dependencies: []`") in out.stderr
+    assert ("migrations/20251121_110000_data_bad_version.sql:3: [Version] version 'two' is not semantic "
+            "(MAJOR.MINOR.PATCH)\n    fix: write a version such as 2.1.0") in out.stderr
 
 
 def test_naming_and_metadata_rules_in_the_canonical_folder(empty_project):
     install(empty_project)
     root = empty_project.root
-    (root / "migrations").mkdir()
-    (root / "migrations/add_things.sql").write_text("CREATE TABLE things (id int);\n")
-    (root / "migrations/20251121_110000_schema_add_gadgets.sql").write_text(GOOD)  # header ID differs
-    (root / "migrations/20251121_120000_schema_add_gizmos.sql").write_text(
-        GOOD.replace("20251121_090000_schema_add_widgets", "20251121_120000_schema_add_gizmos")
-        .replace("Version: 1.2.0", "Version: two"))
-    seedrepo.git(root, "add", "migrations")
+    add(root, "migrations/add_things.sql", "CREATE TABLE things (id int);\n")
+    add(root, "migrations/20251121_110000_schema_add_gadgets.sql", GOOD)  # header ID differs
+    add(root, "migrations/20251121_120000_schema_add_gizmos.sql",
+        canonical("20251121_120000_schema_add_gizmos").replace("-- Version: 1.2.0\n", ""))
     out = commit(root, "misnamed")
     assert out.returncode != 0
-    assert "add_things.sql: not a canonical name" in out.stderr
-    assert "ID '20251121_090000_schema_add_widgets' differs" in out.stderr
-    assert "add_gizmos.sql:3:" in out.stderr and "'two'" in out.stderr
+    assert "migrations/add_things.sql: [name] not a canonical name" in out.stderr
+    assert "fix: `mreg new` writes one" in out.stderr
+    assert ("migrations/20251121_110000_schema_add_gadgets.sql:2: [ID] header ID "
+            "'20251121_090000_schema_add_widgets' differs from the file name '20251121_110000_schema_add_gadgets'\n"
+            "    fix: write `ID: 20251121_110000_schema_add_gadgets`") in out.stderr
+    assert "add_gizmos.sql:1: [Version] the header has no Version" in out.stderr
+    assert "commit refused (3 problems)" in out.stderr
+
+
+def test_a_copy_is_a_finding_right_after_the_commit(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    text = canonical("x", with_id=False)
+    add(root, "migrations/20251121_090000_schema_add_widgets.sql", text)
+    assert commit(root, "first").returncode == 0
+    add(root, "migrations/20251122_090000_schema_add_widgets_again.sql", text)
+    out = commit(root, "copy")
+    assert out.returncode == 0, out.stderr
+    assert "migrations/20251122_090000_schema_add_widgets_again.sql is a copy of 20251121_090000_schema_add_widgets" \
+        in out.stderr
+    assert "finding duplicate_content" in out.stderr
+    both = ["migrations/20251121_090000_schema_add_widgets.sql", "migrations/20251122_090000_schema_add_widgets_again.sql"]
+    assert {"kind": "duplicate_content", "paths": both} in [
+        {"kind": f["kind"], "paths": f["paths"]} for f in findings_table(empty_project)]
+    (row,) = list_migrations(config.load())
+    assert row["paths"] == both
+    assert {"kind": "duplicate_content", "paths": both} in scan_agrees()
+
+
+def test_a_version_claimed_twice_is_a_finding_right_after_the_commit(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    add(root, "db/migrations/V3__seed_roles.sql", "INSERT INTO roles (name) VALUES ('admin');\n")
+    assert commit(root, "v3").returncode == 0
+    add(root, "db/migrations/V3__seed_users.sql", "INSERT INTO users (name) VALUES ('root');\n")
+    out = commit(root, "v3 again")
+    assert out.returncode == 0, out.stderr
+    assert "finding version_conflict: 2 migrations in db/migrations/ claim version 3" in out.stderr
+    claim = {"kind": "version_conflict", "paths": ["db/migrations/V3__seed_roles.sql", "db/migrations/V3__seed_users.sql"]}
+    assert claim in [{"kind": f["kind"], "paths": f["paths"]} for f in findings_table(empty_project)]
+    assert claim in scan_agrees()
+
+
+def test_a_missing_dependency_is_a_finding_right_after_the_commit(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    rel = "migrations/20251121_090000_schema_add_widgets.sql"
+    add(root, rel, canonical("20251121_090000_schema_add_widgets", deps="[20990101_000000_schema_not_there]"))
+    out = commit(root, "needs a missing one")
+    assert out.returncode == 0, out.stderr
+    assert "finding missing_dependency" in out.stderr
+    assert {"kind": "missing_dependency", "paths": [rel]} in [
+        {"kind": f["kind"], "paths": f["paths"]} for f in findings_table(empty_project)]
+    # The dependency arrives: the finding goes with the next commit's hook.
+    add(root, "migrations/20990101_000000_schema_not_there.sql",
+        canonical("20990101_000000_schema_not_there", body="CREATE TABLE gadgets (id int);"))
+    assert commit(root, "provide it").returncode == 0
+    assert [f for f in findings_table(empty_project) if f["kind"] == "missing_dependency"] == []
+    assert scan_agrees() == []
+
+
+def test_an_edit_is_a_new_revision_and_a_finding(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    rel = "migrations/20251121_090000_schema_add_widgets.sql"
+    add(root, rel, GOOD)
+    assert commit(root, "first").returncode == 0
+    add(root, rel, GOOD.replace("bigint", "integer"))
+    out = commit(root, "edit")
+    assert out.returncode == 0, out.stderr
+    assert "20251121_090000_schema_add_widgets: new revision sha256:" in out.stderr
+    (row,) = list_migrations(config.load())
+    assert len(row["revisions"]) == 2 and row["checksum"] != row["registered_checksum"]
+    assert "edited_after_commit" in {f["kind"] for f in findings_table(empty_project)}
+    scan_agrees()
+
+
+def test_a_commit_that_moves_a_registered_migration_is_left_to_the_scan(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    add(root, "db/migrations/V3__seed_roles.sql", "INSERT INTO roles (name) VALUES ('admin');\n")
+    assert commit(root, "v3").returncode == 0
+    seedrepo.git(root, "mv", "db/migrations/V3__seed_roles.sql", "db/migrations/V4__seed_roles.sql")
+    out = commit(root, "renumber")
+    assert out.returncode == 0, out.stderr
+    assert "not registered now: it deletes or moves db/migrations/V3__seed_roles.sql" in out.stderr
+    (before,) = list_migrations(config.load())
+    assert before["path"] == "db/migrations/V3__seed_roles.sql"
+    result, done = list(scan_and_register(config.load()))[-1]
+    (after,) = list_migrations(config.load())
+    assert done.updated == [before["id"]] and after["path"] == "db/migrations/V4__seed_roles.sql"
+
+
+def test_a_file_committed_without_the_check_is_read_in_full(empty_project):
+    """--no-verify skips pre-commit: post-commit reads the file itself, as the scan does (a parse error
+    is a finding, not a migration), even when pre-commit had read another version of it."""
+    install(empty_project)
+    root = empty_project.root
+    rel = "migrations/20251121_100000_schema_broken.sql"
+    add(root, rel, canonical("20251121_100000_schema_broken"))
+    check = subprocess.run([sys.executable, "-m", "registry.hooks", "pre-commit"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert (root / ".git/mreg/checked.json").exists()
+    add(root, rel, canonical("20251121_100000_schema_broken", body="CREATE TABLE (;"))
+    out = commit(root, "broken", "--no-verify")
+    assert out.returncode == 0, out.stderr
+    assert "finding parse_error: migrations/20251121_100000_schema_broken.sql:11:" in out.stderr
+    assert list_migrations(config.load()) == []
+    assert [f["kind"] for f in findings_table(empty_project)] == ["parse_error"]
+    add(root, rel, canonical("20251121_100000_schema_broken"))
+    assert commit(root, "fixed").returncode == 0
+    assert [r["id"] for r in list_migrations(config.load())] == ["20251121_100000_schema_broken"]
+    assert findings_table(empty_project) == []
 
 
 LEAN_PROBE = """
@@ -97,25 +258,24 @@ try:
     runpy.run_module("registry.hooks", run_name="__main__")
 except SystemExit as exc:
     code = exc.code or 0
-heavy = ("sqlite_utils", "dulwich", "typer", "rich", "pglast", "tree_sitter", "psycopg", "neo4j", "redis")
+heavy = ("sqlite_utils", "dulwich", "typer", "click", "rich", "pglast", "tree_sitter", "psycopg", "neo4j", "redis",
+         "registry.parse.script", "registry.discovery.lineage", "registry.discovery.history")
 print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules), file=sys.stderr)
 sys.exit(code)
 """
 
 
 def test_post_commit_registration_keeps_a_lean_import_path(empty_project):
-    """The hook registers a canonical migration without loading heavy modules (the 0.3 s goal is
-    measured by bench/registry, not by a timed test)."""
+    """After pre-commit read the file, post-commit registers it without the parser or any heavy library
+    (the 0.3 s goal is measured by bench/hooks, not by a timed test)."""
     root = empty_project.root
-    (root / "migrations").mkdir()
-    (root / "migrations/20251121_080000_schema_add_gadgets.sql").write_text(
-        GOOD.replace("20251121_090000_schema_add_widgets", "20251121_080000_schema_add_gadgets"))
-    seedrepo.git(root, "add", "migrations")
+    hook = [sys.executable, "-m", "registry.hooks"]
+    add(root, "migrations/20251121_080000_schema_add_gadgets.sql", canonical("20251121_080000_schema_add_gadgets"))
     seedrepo.git(root, "commit", "-q", "--no-verify", "-m", "g")
-    first = subprocess.run([sys.executable, "-m", "registry.hooks", "post-commit"], capture_output=True, text=True)
+    first = subprocess.run(hook + ["post-commit"], capture_output=True, text=True)
     assert first.returncode == 0, first.stderr  # this one also creates catalog.db's tables
-    (root / "migrations/20251121_090000_schema_add_widgets.sql").write_text(GOOD)
-    seedrepo.git(root, "add", "migrations")
+    add(root, "migrations/20251121_090000_schema_add_widgets.sql", GOOD)
+    assert subprocess.run(hook + ["pre-commit"], capture_output=True).returncode == 0
     seedrepo.git(root, "commit", "-q", "--no-verify", "-m", "w")
     out = subprocess.run([sys.executable, "-c", LEAN_PROBE], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -125,16 +285,25 @@ def test_post_commit_registration_keeps_a_lean_import_path(empty_project):
 
 def test_hook_and_scan_agree_on_a_legacy_migration(empty_project):
     root = empty_project.root
-    (root / "db/migrations").mkdir(parents=True)
-    (root / "db/migrations/V3__seed_roles.sql").write_text(
+    add(root, "db/migrations/V3__seed_roles.sql",
         "INSERT INTO roles (name) VALUES ('admin');\n-- Rollback:\nDELETE FROM roles WHERE name = 'admin';\n")
-    seedrepo.git(root, "add", "db")
     seedrepo.git(root, "commit", "-q", "--no-verify", "-m", "legacy")
     out = subprocess.run([sys.executable, "-m", "registry.hooks", "post-commit"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     (hooked,) = list_migrations(config.load())
     assert hooked["type"] == "data" and hooked["scheme"] == "flyway"
-    from registry.registration import scan_and_register
+    assert scan_agrees() == []
 
-    _result, done = list(scan_and_register(config.load()))[-1]
-    assert done.registered == [] and done.updated == []
+
+def test_installed_hooks_keep_bytecode_in_the_git_dir(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    script = (root / ".git/hooks/post-commit").read_text()
+    assert f"-m registry.hooks post-commit" in script and sys.executable in script
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    add(root, "migrations/20251121_090000_schema_add_widgets.sql", GOOD)
+    out = subprocess.run(["git", "-C", str(root), "commit", "-m", "w"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    cache = root / ".git/mreg/pycache"
+    assert any(cache.rglob("hooks*.pyc")) and any(cache.rglob("postcommit*.pyc"))
