@@ -8,9 +8,10 @@ per hook: one ``diff``, one ``cat-file --batch``).
 
 pre-commit reads every staged migration candidate the way ``mreg scan`` reads a file
 (:func:`registry.discovery.inspect.inspect`, the full parser) and refuses the commit with
-one problem per file: file, line, field, what is wrong and the fix. What it read is kept
-in ``<git dir>/mreg/checked.json`` (by path and blob id) so that post-commit, moments
-later, needs neither the parser nor pglast: see :mod:`registry.postcommit`.
+one problem per file: file, line, field, what is wrong and the fix. What it read (the
+scan record's fields of each file) is kept in ``<git dir>/mreg/checked.json`` by path and
+blob id, so that post-commit, moments later, imports neither the parser nor pglast: see
+:mod:`registry.postcommit`.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def git_path(root: Path, name: str) -> Path:
 def check_staged(cfg) -> tuple[list[Problem], dict]:
     """Problems with the staged migrations (empty: accept), and what was read (for post-commit)."""
     from registry.discovery import rules
-    from registry.discovery.inspect import inspect
+    from registry.discovery.inspect import inspect, record_fields
 
     root = Path(cfg.root)
     scope = rules.Scope.from_config(cfg)
@@ -135,13 +136,18 @@ def check_staged(cfg) -> tuple[list[Problem], dict]:
         if parsed.get("error"):
             problems.append(_parse_problem(e.path, data, parsed["error"], e.mode))
             continue
-        if candidate:
-            checked[e.path] = {"blob": e.blob, "mode": e.mode, "parsed": parsed, "naming": {
-                "scheme": naming.scheme, "version": naming.version, "description": naming.description,
-                "kind": naming.kind}}
+        if candidate:  # post-commit takes the scan record's fields from here
+            checked[e.path] = {"blob": e.blob, "mode": e.mode, "migration": bool(parsed.get("migration")),
+                               "naming": naming_dict(naming),
+                               "fields": record_fields(parsed, naming.version, naming.description)}
         if parsed.get("migration") and in_canonical:
             problems.extend(_canonical_rules(e.path, naming, parsed, data))
     return problems, checked
+
+
+def naming_dict(naming) -> dict:
+    return {"scheme": naming.scheme, "version": naming.version, "description": naming.description,
+            "kind": naming.kind}
 
 
 def _parse_problem(path: str, data: bytes, error: dict, mode: str) -> Problem:

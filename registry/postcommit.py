@@ -39,12 +39,12 @@ class Commit:
 
 
 class File:
-    """One added or changed file of the commit that is a migration candidate, as read."""
+    """One added or changed migration of the commit: its name's reading and its scan record fields."""
 
-    __slots__ = ("path", "naming", "parsed")
+    __slots__ = ("path", "naming", "fields")
 
-    def __init__(self, path: str, naming: dict, parsed: dict) -> None:
-        self.path, self.naming, self.parsed = path, naming, parsed
+    def __init__(self, path: str, naming: dict, fields: dict) -> None:
+        self.path, self.naming, self.fields = path, naming, fields
 
 
 class Deferred(Exception):
@@ -68,8 +68,8 @@ def read_commit(cfg, rev: str = "HEAD") -> tuple[Commit, list[File], list[str], 
             continue
         hit = checked.get(e.path)
         if hit and hit.get("blob") == e.blob and hit.get("mode") == e.mode:
-            if hit["parsed"].get("migration"):
-                files.append(File(e.path, hit["naming"], hit["parsed"]))
+            if hit.get("migration"):
+                files.append(File(e.path, hit["naming"], hit["fields"]))
             continue
         if scope is None:
             from registry.discovery import rules
@@ -84,7 +84,8 @@ def read_commit(cfg, rev: str = "HEAD") -> tuple[Commit, list[File], list[str], 
             continue
         todo.append((e, naming))
     if todo:
-        from registry.discovery.inspect import inspect
+        from registry.discovery.inspect import inspect, record_fields
+        from registry.hooks import naming_dict
 
         blobs = read_blobs(root, {e.blob for e, _ in todo})
         for e, naming in todo:
@@ -92,8 +93,8 @@ def read_commit(cfg, rev: str = "HEAD") -> tuple[Commit, list[File], list[str], 
             if parsed.get("error"):
                 broken.append((e.path, parsed["error"]))
             elif parsed.get("migration"):
-                files.append(File(e.path, {"scheme": naming.scheme, "version": naming.version,
-                                           "description": naming.description, "kind": naming.kind}, parsed))
+                files.append(File(e.path, naming_dict(naming),
+                                  record_fields(parsed, naming.version, naming.description)))
     return commit, sorted(files, key=lambda f: f.path), deleted, broken
 
 
@@ -112,19 +113,16 @@ def plan(conn, commit: Commit, files: list[File], deleted: list[str]) -> tuple[l
 
     Raises :class:`Deferred` when the commit needs the scan's view of history.
     """
-    from registry.discovery.inspect import record_fields
-
     paths = [f.path for f in files] + deleted
     located = _located(conn, paths)
     for path in deleted:
         if path in located and located[path][1]:
             raise Deferred(f"it deletes or moves {path} ({located[path][0]})")
-    by_sum = _active_by_checksum(conn, {f.parsed["checksum"] for f in files})
+    by_sum = _active_by_checksum(conn, {f.fields["checksum"] for f in files})
     records: dict[str, dict] = {}
     said = []
     for f in files:
-        checksum = f.parsed["checksum"]
-        fields = record_fields(f.parsed, f.naming["version"], f.naming["description"])
+        checksum, fields = f.fields["checksum"], f.fields
         if f.path in located:
             mid, current, status, rec = located[f.path]
             if not current or status != "active":
@@ -200,7 +198,7 @@ def _new_id(conn, f: File, commit: Commit) -> str:
 
     naming = rules.Naming(**f.naming)
     taken = {r[0] for r in conn.execute("SELECT id FROM migrations")}
-    return migration_id(f.path, naming, f.parsed.get("type"), commit.time, taken)
+    return migration_id(f.path, naming, f.fields.get("type"), commit.time, taken)
 
 
 def parse_errors(conn, broken: list[tuple[str, dict]], touched: set[str]) -> list[dict] | None:
@@ -232,15 +230,11 @@ def post_commit(cfg, rev: str = "HEAD") -> list[str]:
             return [f"not registered now: {why}; `mreg scan` registers this commit"]
         touched = {f.path for f in files} | set(deleted) | {p for p, _ in broken}
         errors = parse_errors(conn, broken, touched)
-    finally:
-        conn.close()
-    if not records and errors is None:
-        return said
-    contents = [(r["checksum"], r["content"]) for r in records if r.get("content")]
-    register_records(cfg, records, parse_errors=errors, contents=contents)
-    ids = {r["id"] for r in records}
-    conn = catalog.connect(Path(cfg.catalog.value))
-    try:
+        if not records and errors is None:
+            return said
+        contents = [(r["checksum"], r["content"]) for r in records if r.get("content")]
+        register_records(cfg, records, parse_errors=errors, contents=contents, conn=conn)
+        ids = {r["id"] for r in records}
         found = [f for f in catalog.findings(conn) if ids & set(f["ids"]) or touched & set(f["paths"])]
     finally:
         conn.close()

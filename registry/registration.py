@@ -9,7 +9,7 @@ with the *registered* checksum unchanged: a changed checksum is a finding
 statement). Every command that appends writes a checkpoint.
 
 This module imports no sqlite-utils, dulwich or rich at module level: the post-commit
-hook uses :func:`register_records` directly.
+hook (:mod:`registry.postcommit`) uses :func:`register_records` directly.
 """
 
 from __future__ import annotations
@@ -91,14 +91,16 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
 
 def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | None = None,
                      contents: list[tuple[str, str]] | None = None, actor: str | None = None,
-                     findings: bool = True) -> Registered:
+                     findings: bool = True, conn: sqlite3.Connection | None = None) -> Registered:
     """Register ``migrations`` (scan records) in the registry log and project them into the catalog.
 
-    ``findings=False`` leaves the findings table for the next scan (the post-commit hook).
+    ``findings=False`` leaves the findings table for the next scan. ``conn`` is an open catalog
+    connection to use (the post-commit hook's; left open), else one is opened and closed.
     """
     path = Path(cfg.catalog.value)
     origin = catalog.registry_origin(cfg)
-    conn = catalog.connect(path)
+    own = conn is None
+    conn = catalog.connect(path) if own else conn
     try:
         stmts, done = plan_statements(conn, origin, migrations, actor or actor_name())
         if stmts:
@@ -123,7 +125,8 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
             if findings:
                 catalog.refresh_findings(conn, parse_errors)
     finally:
-        conn.close()
+        if own:
+            conn.close()
     return done
 
 

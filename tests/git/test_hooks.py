@@ -259,7 +259,7 @@ try:
 except SystemExit as exc:
     code = exc.code or 0
 heavy = ("sqlite_utils", "dulwich", "typer", "click", "rich", "pglast", "tree_sitter", "psycopg", "neo4j", "redis",
-         "registry.parse.script", "registry.discovery.lineage", "registry.discovery.history")
+         "registry.parse", "registry.discovery.inspect", "registry.discovery.lineage", "registry.discovery.history")
 print("HEAVY=" + ",".join(m for m in heavy if m in sys.modules), file=sys.stderr)
 sys.exit(code)
 """
