@@ -186,7 +186,15 @@ def findings(conn: sqlite3.Connection) -> list[dict]:
 # -- findings and contents ------------------------------------------------------------
 
 def refresh_findings(conn: sqlite3.Connection, parse_errors: list[dict] | None = None) -> list[dict]:
-    """Recompute the ``findings`` table from the projection (and store ``parse_errors`` if given)."""
+    """Recompute the ``findings`` table from the projection (and store ``parse_errors`` if given).
+
+    Every finding is recomputed from every migration (what one change implies for the others, a
+    version claimed twice or a dependency now provided, needs them all), but only the rows from
+    the first one that differs are rewritten: a post-commit hook that adds a migration with no
+    finding writes none. JSON is read and written with orjson (compact, keys sorted in ``data``).
+    """
+    import orjson
+
     from registry.discovery.findings import compute, finding
 
     if parse_errors is not None:
@@ -196,10 +204,10 @@ def refresh_findings(conn: sqlite3.Connection, parse_errors: list[dict] | None =
     errors = [finding(k, json.loads(p), m) for k, p, m in
               conn.execute("SELECT kind, paths, message FROM scan_findings ORDER BY n")]
     recs = []
-    for row in conn.execute("SELECT id, record, registered_checksum FROM migrations ORDER BY id"):
-        rec = json.loads(row[1])
-        rec["id"] = row[0]
-        rec["registered_checksum"] = row[2]
+    for mid, record, registered in conn.execute("SELECT id, record, registered_checksum FROM migrations ORDER BY id"):
+        rec = orjson.loads(record)
+        rec["id"] = mid
+        rec["registered_checksum"] = registered
         rec.setdefault("paths", [rec.get("path")])
         rec.setdefault("revisions", [])
         rec.setdefault("status", "active")
@@ -212,10 +220,17 @@ def refresh_findings(conn: sqlite3.Connection, parse_errors: list[dict] | None =
                 f"{rec['id']} ({rec['path']}) changed after it was registered: registered "
                 f"{rec['registered_checksum']}, now {rec['checksum']}; accept with `mreg repair {rec['id']}`",
                 [rec["id"]], registered=rec["registered_checksum"], checksum=rec["checksum"], registry=True))
-    conn.execute("DELETE FROM findings")
+    dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
+    rows = [(i, f["kind"], dumps(f["ids"]).decode(), dumps(f["paths"]).decode(), f["message"],
+             dumps(f.get("data") or {}, option=sort).decode()) for i, f in enumerate(found)]
+    stored = conn.execute("SELECT n, kind, migration_ids, paths, message, data FROM findings ORDER BY n").fetchall()
+    same = 0
+    while same < min(len(rows), len(stored)) and rows[same] == stored[same]:
+        same += 1
+    if same < len(stored):
+        conn.execute("DELETE FROM findings WHERE n >= ?", (same,))
     conn.executemany("INSERT INTO findings (n, kind, migration_ids, paths, message, data) VALUES (?,?,?,?,?,?)",
-                     [(i, f["kind"], json.dumps(f["ids"]), json.dumps(f["paths"]), f["message"],
-                       json.dumps(f.get("data") or {}, sort_keys=True)) for i, f in enumerate(found)])
+                     rows[same:])
     return found
 
 
@@ -323,7 +338,42 @@ TABLES = {
         "message": "What is wrong", "data": "Details (JSON): checksums, versions, commits"}),
     "migration_contents": ("Migration contents", "File contents by checksum, searchable.", {
         "checksum": "sha256 of the content", "content": "The text (capped at 200,000 characters)"}),
+    "scan_findings": ("Parse errors of the last scan", "Files in migration folders that could not be read as "
+                      "migrations (and the post-commit hook's); part of the findings table.", {
+        "n": "Order", "kind": "parse_error", "paths": "Path (JSON)", "message": "path:line: what the parser says"}),
 }
+
+# The ledger's own tables (docs/ledger-format.md): the signed logs themselves, append-only.
+LEDGER_TABLES = {
+    "ledger_leaves": ("Ledger leaves", "Every entry of every log: the exact leaf bytes (hash-chained, signed "
+                      "statement inside) and, for browsing, fields read from them. Append-only.", {
+        "origin": "The log: <project>/registry or <project>/<target>",
+        "seq": "Position in its log (0, 1, 2, ...)",
+        "leaf": "The leaf's exact bytes: canonical JSON of {v, seq, prev, envelope}; the only thing hashed",
+        "leaf_hash": "SHA-256 of 0x00 || leaf (RFC 9162 leaf hash)",
+        "event_type": "The statement's type: register, repair, consolidate, apply_started, apply_succeeded, ...",
+        "event_id": "The statement's unique event id",
+        "actor": "Who signed it", "time": "When, as the statement says (UTC)",
+        "keyid": "The signing key's OpenSSH SHA256: fingerprint"}),
+    "ledger_nodes": ("Merkle tree nodes", "Hashes of complete perfect subtrees of each log's Merkle tree "
+                     "(level >= 1); roots and proofs are computed from them.", {
+        "origin": "The log", "level": "Height of the subtree (2^level leaves)",
+        "idx": "Its index among the subtrees of that level", "hash": "The subtree's hash (RFC 9162)"}),
+    "ledger_checkpoints": ("Checkpoints", "Signed notes stating a log's origin, size and Merkle root "
+                           "(C2SP tlog-checkpoint), written after every command that appends or received.", {
+        "id": "Row number", "origin": "The log", "size": "Number of leaves the checkpoint commits to",
+        "root": "Merkle root at that size", "note": "The signed note, as text",
+        "created": "When this catalog stored it (UTC)"}),
+    "ledger_witness_state": ("Witness cosignatures", "Cosignatures of checkpoints observed per witness.", {
+        "id": "Row number", "origin": "The log", "witness": "The witness's name",
+        "size": "Size it cosigned", "root": "Root it cosigned", "timestamp": "Cosignature time (seconds since "
+                                                                             "the epoch)",
+        "note": "The cosigned note"}),
+}
+
+# The scan's memory of Git (registry.discovery.store): hidden from browsing, rebuilt by `mreg scan --full`.
+SCAN_TABLES = ("scan_commits", "scan_errors", "scan_files", "scan_lineages", "scan_meta", "scan_parsed",
+               "scan_refs")
 
 CANNED = {
     "edited_after_registration": {
@@ -341,8 +391,11 @@ def metadata(database: str = "catalog") -> dict:
     """Datasette metadata: titles and descriptions of every catalog table and column."""
     tables = {name: {"title": title, "description": desc, "columns": cols,
                      **({"facets": ["database", "scheme", "status", "type"]} if name == "migrations" else {}),
-                     **({"facets": ["kind"]} if name == "findings" else {})}
-              for name, (title, desc, cols) in TABLES.items()}
+                     **({"facets": ["kind"]} if name == "findings" else {}),
+                     **({"facets": ["origin", "event_type"]} if name == "ledger_leaves" else {})}
+              for name, (title, desc, cols) in {**TABLES, **LEDGER_TABLES}.items()}
+    tables.update({name: {"hidden": True, "description": "The scan's memory of Git; rebuilt by `mreg scan --full`."}
+                   for name in SCAN_TABLES})
     return {"title": "mreg catalog", "description": "Migrations found in Git, their provenance and findings; "
                                                     "ledger tables hold the signed logs.",
             "databases": {database: {"tables": tables, "queries": CANNED}}}

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -85,31 +81,3 @@ def test_scan_text_output_and_hooks_install(repo, capsys):
     assert run(["catalog", "rebuild", "--json"]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert counts["migrations"] == len(seedrepo.EXPECTED) - 1
-
-
-def test_serve_runs_datasette_read_only_with_descriptions(repo, capsys):
-    out_json(capsys, ["scan", "--json"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "registry.cli.main", "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                meta = json.load(urllib.request.urlopen(base + "/-/metadata.json", timeout=2))
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("datasette did not start: " + proc.stderr.read1().decode(errors="replace"))
-        tables = meta["databases"]["catalog"]["tables"]
-        assert tables["migrations"]["columns"]["checksum"]
-        rows = json.load(urllib.request.urlopen(base + "/catalog/migrations.json?_shape=array&_size=max"))
-        assert len(rows) == len(seedrepo.EXPECTED) - 1
-        databases = json.load(urllib.request.urlopen(base + "/-/databases.json"))
-        assert [d["is_mutable"] for d in databases if d["name"] == "catalog"] == [False]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
