@@ -234,8 +234,19 @@ def post_commit(cfg, rev: str = "HEAD") -> list[str]:
             return said
         contents = [(r["checksum"], r["content"]) for r in records if r.get("content")]
         register_records(cfg, records, parse_errors=errors, contents=contents, conn=conn)
-        ids = {r["id"] for r in records}
-        found = [f for f in catalog.findings(conn) if ids & set(f["ids"]) or touched & set(f["paths"])]
+        found = _findings_about(conn, {r["id"] for r in records}, touched)
     finally:
         conn.close()
-    return said + [f"finding {f['kind']}: {f['message']}" for f in found]
+    return said + [f"finding {kind}: {message}" for kind, message in found]
+
+
+def _findings_about(conn, ids: set[str], paths: set[str]) -> list[tuple[str, str]]:
+    """``(kind, message)`` of the findings naming one of ``ids`` or ``paths`` (JSON read only for candidates)."""
+    needles = [json.dumps(x, ensure_ascii=False)[1:-1] for x in ids | paths]  # as the JSON columns hold them
+    out = []
+    for kind, mids, where, message in conn.execute(
+            "SELECT kind, migration_ids, paths, message FROM findings ORDER BY n"):
+        if any(n in mids or n in where for n in needles):  # a cheap text test before decoding
+            if ids & set(json.loads(mids)) or paths & set(json.loads(where)):
+                out.append((kind, message))
+    return out
