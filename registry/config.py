@@ -19,7 +19,6 @@ Environment overrides:
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -165,6 +164,8 @@ def _deref(value: object, where: str, file: Path | None) -> object:
 
 
 def _load_toml(path: Path) -> dict:
+    import tomllib  # only when there is a file to read: the post-commit hook often has none
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
