@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS consolidations (
 CREATE TABLE IF NOT EXISTS migration_contents (checksum TEXT PRIMARY KEY, content TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS migrations_database ON migrations(database);
 CREATE INDEX IF NOT EXISTS migrations_status ON migrations(status);
+CREATE INDEX IF NOT EXISTS migrations_checksum ON migrations(checksum);
+CREATE INDEX IF NOT EXISTS locations_path ON locations(path);
 """
 
 
