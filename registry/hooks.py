@@ -274,6 +274,8 @@ def hook_script(name: str, cache: Path) -> str:
     (``PYTHONPYCACHEPREFIX``), never beside the sources.
     """
     python = os.environ.get("MREG_PYTHON") or sys.executable
+    if os.sep in python:  # a path (not a name looked up on PATH): the hook runs from the repository root
+        python = os.path.abspath(python)
     return (f"#!/bin/sh\n# mreg {name} hook (installed by `mreg hooks install`)\n"
             f"if [ -n \"$PYTHONDONTWRITEBYTECODE\" ] && [ -z \"$PYTHONPYCACHEPREFIX\" ]; then\n"
             f"  PYTHONPYCACHEPREFIX='{cache}'; export PYTHONPYCACHEPREFIX; unset PYTHONDONTWRITEBYTECODE\n"

@@ -112,7 +112,7 @@ def consolidate(
 def hooks_install(
     force: bool = typer.Option(False, "--force", help="Replace existing hooks."),
 ) -> None:
-    """Install hooks/pre-commit and hooks/post-commit into .git/hooks."""
+    """Install the pre-commit hook (refuses bad migrations) and the post-commit hook (registers them)."""
     from registry import config
     from registry.cli.output import say
     from registry.hooks import install
