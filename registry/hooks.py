@@ -94,6 +94,20 @@ def read_blobs(root: Path, blobs: set[str]) -> dict[str, bytes]:
     return found
 
 
+def compiled_twins(root: Path, paths: list[str], rev: str | None = None) -> set[str]:
+    """The ``x.js`` among ``paths`` whose ``x.ts`` stands beside them (in ``rev``, else in the index):
+    compiled output, not migrations (``rules.is_compiled_twin``, as the scan applies it)."""
+    siblings = {p.rpartition(".")[0] + ts: p for p in paths if p.lower().endswith((".js", ".mjs", ".cjs"))
+                for ts in (".ts", ".mts", ".cts")}
+    if not siblings:
+        return set()
+    from registry.discovery import rules
+
+    args = ["ls-tree", "-r", "--name-only", "-z", rev] if rev else ["ls-files", "--cached", "-z"]
+    present = set(git(root, *args, "--", *sorted(siblings)).split("\0"))
+    return {p for p in paths if rules.is_compiled_twin(p, present)}
+
+
 def git_path(root: Path, name: str) -> Path:
     """``name`` inside the repository's git dir (``.git`` without a process when it is a folder)."""
     dot = root / ".git"
@@ -128,6 +142,8 @@ def check_staged(cfg) -> tuple[list[Problem], dict]:
             problems.append(Problem(e.path, 0, "path", unsafe, "rename the file to a plain relative path"))
             continue
         todo.append((e, naming, in_canonical, candidate is not None))
+    twins = compiled_twins(root, [e.path for e, *_ in todo])
+    todo = [t for t in todo if t[0].path not in twins]
     blobs = read_blobs(root, {e.blob for e, *_ in todo})
     checked = {}
     for e, naming, in_canonical, candidate in todo:

@@ -27,7 +27,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from registry.hooks import CHECKED, GITLINK_MODE, LINK_MODE, git, git_path, raw_entries, read_blobs
+from registry.hooks import CHECKED, GITLINK_MODE, LINK_MODE, compiled_twins, git, git_path, raw_entries, read_blobs
 
 
 class Commit:
@@ -83,6 +83,8 @@ def read_commit(cfg, rev: str = "HEAD") -> tuple[Commit, list[File], list[str], 
             broken.append((e.path, {"message": f"{unsafe}: not read", "line": 0}))
             continue
         todo.append((e, naming))
+    twins = compiled_twins(root, [e.path for e, _ in todo], commit.sha)
+    todo = [t for t in todo if t[0].path not in twins]
     if todo:
         from registry.discovery.inspect import inspect, record_fields
         from registry.hooks import naming_dict
@@ -151,7 +153,7 @@ def plan(conn, commit: Commit, files: list[File], deleted: list[str]) -> tuple[l
             records[other["id"]] = {**m, "paths": sorted(set(m["paths"]) | {f.path})}
             said.append(f"{f.path} is a copy of {other['id']}")
             continue
-        mid = _new_id(conn, f, commit)
+        mid = _new_id(conn, f, commit, set(records))
         m = {"id": mid, "path": f.path, "paths": [f.path], "scheme": f.naming["scheme"], "status": "active",
              "first_commit": {"sha": commit.sha, "author": commit.author, "date": commit.date},
              "revisions": [{"sha": commit.sha, "date": commit.date, "checksum": checksum}],
@@ -186,18 +188,19 @@ def _active_by_checksum(conn, sums: set[str]) -> dict[str, dict]:
     return out
 
 
-def _new_id(conn, f: File, commit: Commit) -> str:
-    """The id the scan gives a new file; Deferred when a migration already holds it."""
+def _new_id(conn, f: File, commit: Commit, assigned: set[str]) -> str:
+    """The id the scan gives a new file (``assigned``: ids given earlier in this commit); Deferred when
+    a migration already holds a canonical file's id."""
     if f.naming["scheme"] == "canonical":
         mid = f.path.rpartition("/")[2].rpartition(".")[0]
-        if conn.execute("SELECT 1 FROM migrations WHERE id = ?", (mid,)).fetchone():
-            raise Deferred(f"{f.path} has the id of a registered migration, {mid}")
+        if mid in assigned or conn.execute("SELECT 1 FROM migrations WHERE id = ?", (mid,)).fetchone():
+            raise Deferred(f"{f.path} has the id of another migration, {mid}")
         return mid
     from registry.discovery import rules
     from registry.discovery.lineage import migration_id
 
     naming = rules.Naming(**f.naming)
-    taken = {r[0] for r in conn.execute("SELECT id FROM migrations")}
+    taken = {r[0] for r in conn.execute("SELECT id FROM migrations")} | assigned
     return migration_id(f.path, naming, f.fields.get("type"), commit.time, taken)
 
 

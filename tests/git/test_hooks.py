@@ -307,3 +307,42 @@ def test_installed_hooks_keep_bytecode_in_the_git_dir(empty_project):
     assert out.returncode == 0, out.stderr
     cache = root / ".git/mreg/pycache"
     assert any(cache.rglob("hooks*.pyc")) and any(cache.rglob("postcommit*.pyc"))
+
+
+KNEX_TS = """import { Knex } from 'knex';
+
+export async function up(knex: Knex): Promise<void> {
+  await knex.raw('CREATE TABLE jobs (id bigint PRIMARY KEY)');
+}
+
+export async function down(knex: Knex): Promise<void> {
+  await knex.raw('DROP TABLE jobs');
+}
+"""
+
+
+def test_a_compiled_twin_is_not_a_migration(empty_project):
+    """x.js beside x.ts is compiled output, as the scan decides: with the check and without it."""
+    install(empty_project)
+    root = empty_project.root
+    for n, args in enumerate(([], ["--no-verify"])):
+        stem = f"server/migrations/2024011009300{n}_create_jobs_{n}"
+        add(root, f"{stem}.ts", KNEX_TS.replace("jobs", f"jobs_{n}"))
+        add(root, f"{stem}.js", seedrepo.KNEX_JS.replace("jobs", f"jobs_{n}"))
+        out = commit(root, f"jobs {n}", *args)
+        assert out.returncode == 0, out.stderr
+    assert sorted(p for m in list_migrations(config.load()) for p in m["paths"]) == [
+        "server/migrations/20240110093000_create_jobs_0.ts", "server/migrations/20240110093001_create_jobs_1.ts"]
+    assert scan_agrees() == []
+
+
+def test_two_legacy_files_with_one_description_get_two_ids_as_in_the_scan(empty_project):
+    install(empty_project)
+    root = empty_project.root
+    add(root, "db/migrations/V5__seed.sql", "INSERT INTO roles (name) VALUES ('admin');\n")
+    add(root, "server/db/migrations/postgres/20240101_seed.sql", "INSERT INTO roles (name) VALUES ('user');\n")
+    out = commit(root, "two seeds")
+    assert out.returncode == 0, out.stderr
+    rows = list_migrations(config.load())
+    assert len(rows) == 2 and len({r["id"] for r in rows}) == 2
+    assert scan_agrees() == []
