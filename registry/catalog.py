@@ -110,40 +110,88 @@ def accepted_commits(conn: sqlite3.Connection) -> set[str]:
 
 
 def _register(conn, mig: dict, details: dict, seq: int) -> None:
+    _write(conn, mig["id"], _register_record(mig, details), mig["checksum"], seq)
+
+
+def _register_record(mig: dict, details: dict) -> dict:
+    """The record a ``register`` statement projects: its ``details.record`` with path and checksum."""
     record = dict(details.get("record") or {})
     record.setdefault("path", mig.get("path"))
     record.setdefault("paths", [mig.get("path")])
     record["checksum"] = details.get("current_checksum") or mig["checksum"]
-    _write(conn, mig["id"], record, mig["checksum"], seq)
+    return record
 
 
 def _write(conn, mid: str, record: dict, registered: str, seq: int) -> None:
+    row = conn.execute("SELECT registered_seq FROM migrations WHERE id = ?", (mid,)).fetchone()
+    _write_rows(conn, [_rows(mid, record, registered, seq, row[0] if row else seq)])
+
+
+def _rows(mid: str, record: dict, registered: str, seq: int, reg_seq: int) -> tuple:
+    """The rows one migration's record gives: ``(migrations row, revisions, locations, dependencies)``."""
     first = record.get("first_commit") or {}
     deleted = record.get("deleted") or {}
-    row = conn.execute("SELECT registered_seq FROM migrations WHERE id = ?", (mid,)).fetchone()
-    reg_seq = row[0] if row else seq
-    conn.execute(
-        "INSERT OR REPLACE INTO migrations (id, path, database, scheme, version, type, name, kind, status, "
-        "checksum, registered_checksum, first_sha, first_author, first_date, deleted_sha, deleted_date, "
-        "declared_id, registered_seq, updated_seq, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (mid, record.get("path"), record.get("database") or "postgresql", record.get("scheme") or "canonical",
-         record.get("version"), record.get("type"), record.get("name"), record.get("kind"),
-         record.get("status") or "active", record["checksum"], registered, first.get("sha"), first.get("author"),
-         first.get("date"), deleted.get("sha"), deleted.get("date"), record.get("declared_id"), reg_seq, seq,
-         json.dumps(record, sort_keys=True)))
-    conn.execute("DELETE FROM revisions WHERE migration_id = ?", (mid,))
-    conn.executemany("INSERT INTO revisions (migration_id, n, sha, date, checksum) VALUES (?,?,?,?,?)",
-                     [(mid, i, r.get("sha"), r.get("date"), r.get("checksum"))
-                      for i, r in enumerate(record.get("revisions") or [])])
-    conn.execute("DELETE FROM locations WHERE migration_id = ?", (mid,))
+    migration = (mid, record.get("path"), record.get("database") or "postgresql", record.get("scheme") or "canonical",
+                 record.get("version"), record.get("type"), record.get("name"), record.get("kind"),
+                 record.get("status") or "active", record["checksum"], registered, first.get("sha"),
+                 first.get("author"), first.get("date"), deleted.get("sha"), deleted.get("date"),
+                 record.get("declared_id"), reg_seq, seq, json.dumps(record, sort_keys=True))
+    revisions = [(mid, i, r.get("sha"), r.get("date"), r.get("checksum"))
+                 for i, r in enumerate(record.get("revisions") or [])]
     current = set(record.get("paths") or []) if record.get("status", "active") == "active" else set()
     places = set(record.get("paths") or []) | {r.get("from") for r in record.get("renames") or []} | {
         record.get("path")}
+    locations = [(mid, p, int(p in current)) for p in sorted(x for x in places if x)]
+    dependencies = [(mid, d) for d in sorted(set(record.get("dependencies") or []))]
+    return migration, revisions, locations, dependencies
+
+
+def _write_rows(conn, rows: list[tuple]) -> None:
+    """Replace the rows of these migrations (each id once) with ``rows`` (from :func:`_rows`)."""
+    ids = [r[0][0] for r in rows]
+    conn.executemany(
+        "INSERT OR REPLACE INTO migrations (id, path, database, scheme, version, type, name, kind, status, "
+        "checksum, registered_checksum, first_sha, first_author, first_date, deleted_sha, deleted_date, "
+        "declared_id, registered_seq, updated_seq, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [r[0] for r in rows])
+    for table in ("revisions", "locations", "dependencies"):
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            conn.execute(f"DELETE FROM {table} WHERE migration_id IN ({','.join('?' * len(chunk))})", chunk)
+    conn.executemany("INSERT INTO revisions (migration_id, n, sha, date, checksum) VALUES (?,?,?,?,?)",
+                     [x for r in rows for x in r[1]])
     conn.executemany("INSERT INTO locations (migration_id, path, current) VALUES (?,?,?)",
-                     [(mid, p, int(p in current)) for p in sorted(x for x in places if x)])
-    conn.execute("DELETE FROM dependencies WHERE migration_id = ?", (mid,))
+                     [x for r in rows for x in r[2]])
     conn.executemany("INSERT INTO dependencies (migration_id, depends_on) VALUES (?,?)",
-                     [(mid, d) for d in sorted(set(record.get("dependencies") or []))])
+                     [x for r in rows for x in r[3]])
+
+
+def project_many(conn: sqlite3.Connection, items: list[tuple[dict, int]]) -> None:
+    """:func:`project` each ``(statement, seq)`` in order (no commit), giving the same rows; runs of
+    ``register`` statements for distinct migrations are written with one ``executemany`` per table."""
+    run: dict[str, tuple[dict, dict, int]] = {}  # id -> (migration, record, seq)
+
+    def flush() -> None:
+        if not run:
+            return
+        ids = list(run)
+        seen = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            seen.update(conn.execute(
+                f"SELECT id, registered_seq FROM migrations WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        _write_rows(conn, [_rows(mid, record, mig["checksum"], seq, seen.get(mid, seq))
+                           for mid, (mig, record, seq) in run.items()])
+        run.clear()
+
+    for stmt, seq in items:
+        mig = stmt.get("migration") or {}
+        if stmt.get("type") == "register" and mig.get("id") not in run:
+            run[mig["id"]] = (mig, _register_record(mig, stmt.get("details") or {}), seq)
+        else:
+            flush()
+            project(conn, stmt, seq)
+    flush()
 
 
 # -- reading ---------------------------------------------------------------------------

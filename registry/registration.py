@@ -116,9 +116,7 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
             finally:
                 store.close()
             with conn:
-                for leaf in leaves:
-                    parsed = parse_leaf(leaf)
-                    catalog.project(conn, parsed.statement, parsed.seq)
+                catalog.project_many(conn, [(p.statement, p.seq) for p in map(parse_leaf, leaves)])
         with conn:
             if contents:
                 catalog.store_contents(conn, contents)

@@ -66,11 +66,10 @@ class Objects:
 
     def _get(self, hexsha: bytes) -> tuple[int, bytes]:
         """An object's type and bytes, straight from the pack that holds it (else the object store)."""
-        binsha = bytes.fromhex(hexsha.decode("ascii"))
         for reader in self._readers:
-            offset = reader.offset(binsha)
-            if offset is not None:
-                return reader.get_at(offset)
+            hit = reader.get(hexsha)
+            if hit is not None:
+                return hit
         return self.store.get_raw(hexsha)  # loose objects
 
     def commit(self, sha: str) -> CommitInfo:
@@ -79,9 +78,8 @@ class Objects:
         parents = []
         author = ""
         when = 0
-        for line in raw.split(b"\n"):
-            if not line:
-                break
+        end = raw.find(b"\n\n")
+        for line in (raw if end < 0 else raw[:end]).split(b"\n"):
             key, _, rest = line.partition(b" ")
             if key == b"tree":
                 tree = rest.decode("ascii")
@@ -96,7 +94,7 @@ class Objects:
         return CommitInfo(sha, tree, tuple(parents), author, when)
 
     def tree(self, sha: bytes) -> list:
-        """``[raw bytes, entry offsets or None]`` of a tree, cached (bounded) by id."""
+        """``[raw bytes, entry offsets or None, entry set or None]`` of a tree, cached (bounded) by id."""
         cached = self._trees.get(sha)
         if cached is not None:
             return cached
@@ -105,22 +103,34 @@ class Objects:
         if self._tree_bytes > TREE_CACHE_BYTES:
             self._trees.clear()
             self._tree_bytes = 0
-        entry = self._trees[sha] = [raw, None]
+        entry = self._trees[sha] = [raw, None, None]
         self._tree_bytes += len(raw)
         return entry
 
-    def changed_entries(self, old: bytes | None, new: bytes | None) -> tuple[list, list]:
-        """Entries only in ``old`` and only in ``new`` (``(name, mode, hex id)``), reading little."""
-        a = self.tree(old) if old else None
-        b = self.tree(new) if new else None
-        if a is not None and b is not None and len(a[0]) > treediff.SMALL and len(b[0]) > treediff.SMALL:
+    def changed_entries(self, old: bytes | None, new: bytes | None) -> tuple:
+        """Entries only in ``old`` and only in ``new`` (``(name, mode, hex id)``), reading little.
+
+        A large tree is compared by bytes (:mod:`treediff`, its entry offsets kept for the next
+        commit); a small one by the set of its entries, parsed once and kept with the tree."""
+        trees = self._trees
+        a = (trees.get(old) or self.tree(old)) if old else None
+        b = (trees.get(new) or self.tree(new)) if new else None
+        if a is None:
+            return (), self._parse_tree(b[0], 20)
+        if b is None:
+            return self._parse_tree(a[0], 20), ()
+        if len(a[0]) > treediff.SMALL and len(b[0]) > treediff.SMALL:
             if a[1] is None:
                 a[1] = treediff.starts_of(a[0])
             only_a, only_b, b[1] = treediff.delta(self._parse_tree, a[0], a[1], b[0])
             return only_a, only_b
-        sa = set(self._parse_tree(a[0], 20)) if a is not None else set()
-        sb = set(self._parse_tree(b[0], 20)) if b is not None else set()
-        return list(sa - sb), list(sb - sa)
+        sa = a[2]
+        if sa is None:
+            sa = a[2] = frozenset(self._parse_tree(a[0], 20))
+        sb = b[2]
+        if sb is None:
+            sb = b[2] = frozenset(self._parse_tree(b[0], 20))
+        return sa - sb, sb - sa
 
     def blob(self, sha: str) -> bytes:
         _, raw = self.raw(sha)
@@ -213,36 +223,54 @@ def walk(objects: Objects, heads: list[str], seen: set[str]) -> list[CommitInfo]
 def diff(objects: Objects, scope: rules.Scope, old: str | None, new: str | None) -> list[Change]:
     """Changes to candidate files between two root trees (either may be None)."""
     out: list[Change] = []
-    _diff(objects, scope, old.encode() if old else None, new.encode() if new else None, "", out)
+    if old != new:
+        _diff(objects, scope, old.encode() if old else None, new.encode() if new else None, "", out)
     return out
 
 
 def _diff(objects: Objects, scope: rules.Scope, old: bytes | None, new: bytes | None, prefix: str,
           out: list[Change]) -> None:
-    if old == new:
-        return
+    """Append the changes below ``prefix`` between trees ``old`` and ``new`` (hex ids, not equal)."""
     only_a, only_b = objects.changed_entries(old, new)
+    if len(only_a) == 1 and len(only_b) == 1:
+        # The common case: one entry changed its id (a file edited, or a folder below it).
+        (name, mode_a, sha_a), = only_a
+        (name_b, mode_b, sha_b), = only_b
+        if name == name_b and mode_a == mode_b and mode_a & 0o170000 == TREE_MODE and _plain(name):
+            path = prefix + name.decode("utf-8", "surrogateescape")
+            if scope.descend(path):
+                _diff(objects, scope, sha_a, sha_b, path + "/", out)
+            return
     changed: dict[bytes, list] = {}
     for name, mode, sha in only_a:
-        changed.setdefault(name, [None, None])[0] = (mode, sha)
+        changed[name] = [(mode, sha), None]
     for name, mode, sha in only_b:
-        changed.setdefault(name, [None, None])[1] = (mode, sha)
+        pair = changed.get(name)
+        if pair is None:
+            changed[name] = [None, (mode, sha)]
+        else:
+            pair[1] = (mode, sha)
     folder = prefix[:-1]
     holds = None
     for bname, (ea, eb) in changed.items():
         path = prefix + bname.decode("utf-8", "surrogateescape")
-        if bname in (b"..", b".") or b"/" in bname or not bname:
+        if not _plain(bname):
             # A crafted tree: never descend or read; report it where it would be in scope.
             if eb is not None and (scope.holds(folder) or scope.descend(folder or ".")):
                 out.append(Change(path, None, (eb[0], eb[1].decode())))
             continue
-        a_dir = ea is not None and stat.S_ISDIR(ea[0])
-        b_dir = eb is not None and stat.S_ISDIR(eb[0])
+        a_dir = ea is not None and ea[0] & 0o170000 == TREE_MODE
+        b_dir = eb is not None and eb[0] & 0o170000 == TREE_MODE
         if a_dir or b_dir:
             if scope.descend(path):
-                _diff(objects, scope, ea[1] if a_dir else None, eb[1] if b_dir else None, path + "/", out)
-            ea = None if a_dir else ea
-            eb = None if b_dir else eb
+                sub_a = ea[1] if a_dir else None
+                sub_b = eb[1] if b_dir else None
+                if sub_a != sub_b:
+                    _diff(objects, scope, sub_a, sub_b, path + "/", out)
+            if a_dir:
+                ea = None
+            if b_dir:
+                eb = None
             if ea is None and eb is None:
                 continue
         if (ea and ea[0] == GITLINK_MODE) or (eb and eb[0] == GITLINK_MODE):
@@ -251,3 +279,8 @@ def _diff(objects: Objects, scope: rules.Scope, old: bytes | None, new: bytes | 
             holds = scope.holds(folder)
         if holds and rules.naming(path) is not None:
             out.append(Change(path, (ea[0], ea[1].decode()) if ea else None, (eb[0], eb[1].decode()) if eb else None))
+
+
+def _plain(name: bytes) -> bool:
+    """Whether a tree entry's name is an ordinary one (not empty, ``.``, ``..`` or with a ``/``)."""
+    return bool(name) and name not in (b".", b"..") and b"/" not in name

@@ -11,7 +11,7 @@ commit (a canonical file keeps its own name).
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
 from registry.discovery import rules
@@ -43,7 +43,12 @@ class Lineage:
         return self.deleted is None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields as a JSON-able dict (``dataclasses.asdict`` without its deep copies: json.dumps
+        reads the nested lists and dicts as they are)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(Lineage))
 
 
 def iso(ts: int) -> str:

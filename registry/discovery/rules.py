@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEFAULT_FOLDER_NAMES = frozenset({"migrations", "migration", "db"})
 # Folders that never hold migrations: tests, fixtures, build output, vendored code.
@@ -68,9 +69,10 @@ def split(path: str) -> tuple[str, str, str]:
     return folder, stem, "." + ext.lower()
 
 
+@lru_cache(maxsize=65536)
 def naming(path: str) -> Naming | None:
     """The scheme of ``path`` by its name alone (``registry.naming`` reads the name); None when it is
-    not a migration's name."""
+    not a migration's name. Cached by path (a history names the same paths again and again)."""
     from registry import naming as names
 
     kind = kind_of(path)
@@ -116,6 +118,8 @@ class Scope:
     def __init__(self, patterns: list[str] | None = None) -> None:
         self.patterns = [p.strip("/") for p in (patterns or []) if p.strip("/")]
         self._parts = [p.split("/") for p in self.patterns]
+        self._descend: dict[str, bool] = {}  # answers by folder: a history asks about the same ones
+        self._holds: dict[str, bool] = {}
 
     @classmethod
     def from_config(cls, cfg) -> "Scope":
@@ -129,6 +133,12 @@ class Scope:
 
     def descend(self, folder: str) -> bool:
         """Whether the folder at ``folder`` (no trailing slash) may hold migrations below it."""
+        hit = self._descend.get(folder)
+        if hit is None:
+            hit = self._descend[folder] = self._descends(folder)
+        return hit
+
+    def _descends(self, folder: str) -> bool:
         parts = folder.split("/")
         if parts[-1] in EXCLUDED_DIRS or parts[-1].startswith("."):
             return False
@@ -138,6 +148,12 @@ class Scope:
 
     def holds(self, folder: str) -> bool:
         """Whether files directly in ``folder`` are in scope."""
+        hit = self._holds.get(folder)
+        if hit is None:
+            hit = self._holds[folder] = self._in_scope(folder)
+        return hit
+
+    def _in_scope(self, folder: str) -> bool:
         parts = folder.split("/") if folder else []
         if any(p in EXCLUDED_DIRS for p in parts):
             return False

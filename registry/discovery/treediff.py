@@ -31,11 +31,13 @@ def starts_of(raw: bytes, pos: int = 0, end: int | None = None) -> list[int]:
 
 
 def _prefix(a: bytes, b: bytes, n: int) -> int:
+    """Length of the common prefix of ``a`` and ``b`` (at most ``n``): a binary search that compares
+    only the bytes not yet known equal (``startswith`` at an offset)."""
     lo, hi = 0, n
     starts = a.startswith
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if starts(b[:mid]):
+        if starts(b[lo:mid], lo):
             lo = mid
         else:
             hi = mid - 1
@@ -43,12 +45,13 @@ def _prefix(a: bytes, b: bytes, n: int) -> int:
 
 
 def _suffix(a: bytes, b: bytes, n: int) -> int:
-    lb = len(b)
+    """Length of the common suffix of ``a`` and ``b`` (at most ``n``), the same way from the end."""
+    la, lb = len(a), len(b)
     lo, hi = 0, n
     ends = a.endswith
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if ends(b[lb - mid:]):
+        if ends(b[lb - mid:lb - lo], 0, la - lo):
             lo = mid
         else:
             hi = mid - 1
@@ -81,5 +84,9 @@ def delta(parse_tree, old: bytes, old_starts: list[int], new: bytes) -> tuple[li
     end_new = pos
     a = set(parse_tree(old[begin:end_old], 20)) if end_old > begin else set()
     b = set(parse_tree(new[begin:end_new], 20)) if end_new > begin else set()
-    starts = old_starts[:max(i, 0)] + mid + [s + shift for s in old_starts[j:]]
+    lo = max(i, 0)
+    if shift == 0 and old_starts[lo:j] == mid:
+        starts = old_starts  # same boundaries (an entry's id changed): share the list, never mutated
+    else:
+        starts = old_starts[:lo] + mid + [s + shift for s in old_starts[j:]]
     return list(a - b), list(b - a), starts
