@@ -94,7 +94,7 @@ class Objects:
         return CommitInfo(sha, tree, tuple(parents), author, when)
 
     def tree(self, sha: bytes) -> list:
-        """``[raw bytes, entry offsets or None, entry set or None]`` of a tree, cached (bounded) by id."""
+        """``[raw bytes, entry offsets or None, parsed entries or None]`` of a tree, cached (bounded) by id."""
         cached = self._trees.get(sha)
         if cached is not None:
             return cached
@@ -111,7 +111,7 @@ class Objects:
         """Entries only in ``old`` and only in ``new`` (``(name, mode, hex id)``), reading little.
 
         A large tree is compared by bytes (:mod:`treediff`, its entry offsets kept for the next
-        commit); a small one by the set of its entries, parsed once and kept with the tree."""
+        commit); a small one entry by entry, parsed once and kept with the tree."""
         trees = self._trees
         a = (trees.get(old) or self.tree(old)) if old else None
         b = (trees.get(new) or self.tree(new)) if new else None
@@ -124,12 +124,25 @@ class Objects:
                 a[1] = treediff.starts_of(a[0])
             only_a, only_b, b[1] = treediff.delta(self._parse_tree, a[0], a[1], b[0])
             return only_a, only_b
-        sa = a[2]
-        if sa is None:
-            sa = a[2] = frozenset(self._parse_tree(a[0], 20))
-        sb = b[2]
-        if sb is None:
-            sb = b[2] = frozenset(self._parse_tree(b[0], 20))
+        la = a[2]
+        if la is None:
+            la = a[2] = self._parse_tree(a[0], 20)
+        lb = b[2]
+        if lb is None:
+            lb = b[2] = self._parse_tree(b[0], 20)
+        if len(la) == len(lb):
+            # Usually the same names with one id changed: compare entry by entry (sorted by name).
+            only_a = []
+            only_b = []
+            for x, y in zip(la, lb):
+                if x != y:
+                    if x[0] != y[0]:
+                        break
+                    only_a.append(x)
+                    only_b.append(y)
+            else:
+                return only_a, only_b
+        sa, sb = set(la), set(lb)
         return sa - sb, sb - sa
 
     def blob(self, sha: str) -> bytes:

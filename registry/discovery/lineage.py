@@ -51,6 +51,11 @@ class Lineage:
 _FIELDS = tuple(f.name for f in fields(Lineage))
 
 
+def parse_key(path: str, kind: str, blob: str) -> str:
+    """The cache key of a parsed blob (``scan_parsed``): blob id, language and the folder's database."""
+    return f"{blob}:{kind}:{rules.database_from_path(path) or ''}"
+
+
 def iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -92,17 +97,20 @@ class State:
         self.new_parsed: set[str] = set()
         self.new_commits: list[str] = []
         self.bad_paths: dict[str, dict] = {}  # path -> parse_error for unsafe paths
+        self.prefetch = None  # a registry.discovery.prefetch.Prefetch during a long walk
 
     def next_key(self) -> int:
         return max(self.lineages, default=0) + 1
 
     # -- reading blobs once ---------------------------------------------------------
     def parse(self, objects, path: str, naming: rules.Naming, mode: int, blob: str) -> dict:
-        key = f"{blob}:{naming.kind}:{rules.database_from_path(path) or ''}"
+        key = parse_key(path, naming.kind, blob)
         hit = self.parsed.get(key)
         if hit is None:
-            data = objects.blob(blob)
-            hit = inspect(path, data, naming, symlink=(mode == LINK_MODE))
+            if self.prefetch is not None:  # parsed ahead in a worker process (registry.discovery.prefetch)
+                hit = self.prefetch.take(key, path, mode)
+            if hit is None:
+                hit = inspect(path, objects.blob(blob), naming, symlink=(mode == LINK_MODE))
             self.parsed[key] = hit
             self.new_parsed.add(key)
         return hit

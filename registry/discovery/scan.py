@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -17,9 +18,11 @@ from registry.discovery import findings as findings_mod
 from registry.discovery import rules, store
 from registry.discovery.history import Objects, diff, walk
 from registry.discovery.inspect import inspect, record_fields
-from registry.discovery.lineage import Lineage, State, iso, migration_id
+from registry.discovery.lineage import Lineage, State, iso, migration_id, parse_key
 
 PROGRESS_EVERY = 250
+PREFETCH_COMMITS = 500  # a shorter walk parses in place (a pool's start-up would not pay)
+AHEAD = 20_000  # commits diffed ahead of the lineage code at most, waiting for parses
 
 
 @dataclass
@@ -67,15 +70,27 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 heads = objects.ref_heads(all_refs, rev)
                 commits = walk(objects, list(heads.values()), state.commits)
                 new = len(commits)
+                prefetch = _prefetch(objects, state, new)
                 trees = {c.sha: c.tree for c in commits}
+                pending: deque = deque()  # with a prefetch: commits diffed, waiting for their parses
                 for i, c in enumerate(commits):
                     parent_tree = None
                     if c.parents:
                         p = c.parents[0]
                         parent_tree = trees.get(p) or objects.commit(p).tree
-                    state.apply(objects, c, diff(objects, scope, parent_tree, c.tree))
+                    changes = diff(objects, scope, parent_tree, c.tree)
+                    if prefetch is None:
+                        state.apply(objects, c, changes)
+                    else:
+                        pending.append((c, changes, prefetch.see(changes)))
+                        while pending and (len(pending) > AHEAD or prefetch.ready(pending[0][2])):
+                            state.apply(objects, *pending.popleft()[:2])
                     if i % PROGRESS_EVERY == 0 or i == new - 1:
                         yield Progress("commits", i + 1, new, c.sha[:12])
+                if prefetch is not None:
+                    prefetch.finish()
+                    while pending:
+                        state.apply(objects, *pending.popleft()[:2])
                 reads = objects.reads
                 dirty = set(state.dirty_lineages)
                 extra, errors = ([], [])
@@ -84,6 +99,9 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 migrations, parse_errors = build(state, extra, objects)
                 store.save(conn, state, heads)
             finally:
+                if state.prefetch is not None:
+                    state.prefetch.close()
+                    state.prefetch = None
                 objects.close()
         else:
             dirty = None
@@ -97,6 +115,20 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                          seconds=time.perf_counter() - started, changed=changed)
     finally:
         conn.close()
+
+
+def _prefetch(objects: Objects, state: State, commits: int):
+    """A :class:`~registry.discovery.prefetch.Prefetch` for a walk long enough to use one, else None."""
+    if commits < PREFETCH_COMMITS:
+        return None
+    from registry.discovery import prefetch
+
+    workers = prefetch.worker_count()
+    if not workers:
+        return None
+    state.prefetch = prefetch.Prefetch(objects, state.parsed, workers)
+    state.prefetch.start(state.files)
+    return state.prefetch
 
 
 def scan_worktree(root: Path, scope: rules.Scope, state: State, *, git: bool) -> tuple[list[Lineage], list[dict]]:
@@ -166,8 +198,7 @@ def parsed_of(state: State, lin: Lineage, objects) -> dict:
     cached = getattr(lin, "parsed", None)
     if cached is not None:
         return cached
-    key = f"{lin.blob}:{lin.kind}:{rules.database_from_path(lin.path) or ''}"
-    hit = state.parsed.get(key)
+    hit = state.parsed.get(parse_key(lin.path, lin.kind, lin.blob))
     if hit is None and objects is not None:
         naming = rules.naming(lin.path)
         if naming is not None:

@@ -1,0 +1,157 @@
+"""Parse migration files in worker processes while the history walk goes on.
+
+A first scan of a long history parses thousands of files (every file's first content,
+which fixes its id, and its current content); parsing is the parser's work (pglast,
+tree-sitter) and independent of the walk. :class:`Prefetch` sends those files to a pool
+of worker processes as the walk meets them, so that on a machine with a free core the
+parsing happens while the main process reads trees.
+
+It changes no result: the lineage code still asks :meth:`State.parse
+<registry.discovery.lineage.State.parse>` for each file in history order, and a prefetched
+result is used only when it was made from the same path, mode and blob that call names
+(``inspect`` is a pure function of them); otherwise the file is parsed in place.
+No pool starts for fewer than :data:`START_AT` files, and the main process parses a
+chunk itself when it needs one the pool has not begun.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from registry.discovery import rules
+from registry.discovery.history import LINK_MODE, Change
+from registry.discovery.inspect import inspect
+from registry.discovery.lineage import parse_key
+
+CHUNK = 24  # files per task
+START_AT = 96  # files waiting before a pool is worth its start-up
+MAX_WORKERS = 4
+
+
+def worker_count() -> int:
+    """Worker processes to use: the cores left beside the main process (at most :data:`MAX_WORKERS`)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(cpus - 1, MAX_WORKERS))
+
+
+def inspect_chunk(items: list[tuple]) -> list[dict]:
+    """Run in a worker: ``inspect`` each ``(path, data, naming, symlink)``."""
+    return [inspect(path, data, naming, symlink=link) for path, data, naming, link in items]
+
+
+class _Chunk:
+    """Up to :data:`CHUNK` files parsed together: ``items`` are ``(path, blob, naming, symlink)``."""
+
+    __slots__ = ("items", "future", "results")
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+        self.future = None
+        self.results: list[dict] | None = None
+
+    def done(self) -> bool:
+        return self.results is not None or (self.future is not None and self.future.done())
+
+
+class Prefetch:
+    """Files the scan will parse, parsed ahead in worker processes (see the module docstring)."""
+
+    def __init__(self, objects, known, workers: int) -> None:
+        self.objects = objects
+        self.known = known  # the parsed-blob cache: keys already there are not parsed again
+        self.workers = workers
+        self.pool = None
+        self.entries: dict[str, tuple[str, int, _Chunk, int]] = {}  # key -> (path, mode, chunk, index)
+        self.unsent: list[_Chunk] = []
+        self.alive: dict[str, tuple[int, str]] = {}  # path -> (mode, blob) as the walk has seen it
+
+    def start(self, present) -> None:
+        """Paths present before the commits this scan walks (their files were parsed earlier)."""
+        for path in present:
+            self.alive[path] = (0, "")
+
+    def see(self, changes: list[Change]) -> list[_Chunk]:
+        """Queue the files ``changes`` add; return the chunks the commit's adds depend on."""
+        needs = []
+        for ch in changes:
+            if ch.new is None:
+                self.alive.pop(ch.path, None)
+                continue
+            added = ch.path not in self.alive
+            self.alive[ch.path] = ch.new
+            if added:
+                chunk = self._want(ch.path, ch.new)
+                if chunk is not None:
+                    needs.append(chunk)
+        return needs
+
+    def finish(self) -> None:
+        """Queue every file's current content (what the scan reports), then send all that waits."""
+        for path, (mode, blob) in self.alive.items():
+            if blob:
+                self._want(path, (mode, blob))
+        if self.pool is not None or sum(len(c.items) for c in self.unsent) >= START_AT:
+            self._send()
+
+    @staticmethod
+    def ready(needs: list[_Chunk]) -> bool:
+        return all(c.done() for c in needs)
+
+    def take(self, key: str, path: str, mode: int) -> dict | None:
+        """The prefetched result for ``key`` if it was made from ``path`` and ``mode``, else None."""
+        entry = self.entries.pop(key, None)
+        if entry is None or entry[0] != path or entry[1] != mode:
+            return None
+        chunk = entry[2]
+        if chunk.results is None:
+            if chunk.future is None or chunk.future.cancel():  # not begun: parse it here
+                chunk.results = inspect_chunk(self._load(chunk.items))
+            else:
+                chunk.results = chunk.future.result()
+            chunk.items = []
+        return chunk.results[entry[3]]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    # -- internals --------------------------------------------------------------------
+    def _want(self, path: str, entry: tuple[int, str]) -> _Chunk | None:
+        mode, blob = entry
+        if rules.unsafe_path(path):
+            return None  # never read
+        naming = rules.naming(path)
+        if naming is None:
+            return None
+        key = parse_key(path, naming.kind, blob)
+        known = self.entries.get(key)
+        if known is not None:
+            return known[2]
+        if self.known.get(key) is not None:
+            return None
+        if not self.unsent or len(self.unsent[-1].items) >= CHUNK:
+            self.unsent.append(_Chunk())
+        chunk = self.unsent[-1]
+        self.entries[key] = (path, mode, chunk, len(chunk.items))
+        chunk.items.append((path, blob, naming, mode == LINK_MODE))
+        if len(chunk.items) >= CHUNK and (self.pool is not None or len(self.unsent) * CHUNK >= START_AT):
+            self._send()
+        return chunk
+
+    def _load(self, items: list[tuple]) -> list[tuple]:
+        return [(path, self.objects.blob(blob), naming, link) for path, blob, naming, link in items]
+
+    def _send(self) -> None:
+        """Submit every chunk not sent yet to the pool (started on first use)."""
+        if self.pool is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            from ledger.workers import context
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context())
+        for chunk in self.unsent:
+            if chunk.items and chunk.future is None and chunk.results is None:
+                chunk.future = self.pool.submit(inspect_chunk, self._load(chunk.items))
+        self.unsent = []
