@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from registry.discovery import rules, treediff
 
@@ -20,8 +19,7 @@ GITLINK_MODE = 0o160000
 TREE_CACHE_BYTES = 64 * 1024 * 1024  # parsed history is walked in order: recent trees suffice
 
 
-@dataclass(frozen=True)
-class CommitInfo:
+class CommitInfo(NamedTuple):
     sha: str
     tree: str
     parents: tuple[str, ...]
@@ -29,8 +27,7 @@ class CommitInfo:
     time: int  # author time, seconds since the epoch (UTC)
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """A candidate file added (old None), deleted (new None) or modified in one commit."""
 
     path: str

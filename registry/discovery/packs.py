@@ -20,7 +20,6 @@ import binascii
 import mmap
 import struct
 import zlib
-from bisect import bisect_right
 
 from dulwich.pack import apply_delta
 
@@ -60,8 +59,10 @@ class PackReader:
         self.map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.table = offset_table(self.index)
         # Where each object's entry ends: the next entry's offset (the pack ends with a 20-byte checksum).
-        self._starts = sorted(self.table.values()) if self.table is not None else None
-        self._end = len(self.map) - 20
+        self._ends: dict[int, int] = {}
+        if self.table is not None:
+            starts = sorted(self.table.values())
+            self._ends = dict(zip(starts, starts[1:] + [len(self.map) - 20]))
         self._cache: dict[int, tuple[int, bytes]] = {}
         self._cached = 0
         self._external = resolve_external
@@ -80,14 +81,8 @@ class PackReader:
             return None
 
     def get(self, hexsha: bytes) -> tuple[int, bytes] | None:
-        at = self.offset(hexsha)
+        at = self.table.get(hexsha) if self.table is not None else self.offset(hexsha)
         return None if at is None else self.at(at)
-
-    def _next(self, offset: int) -> int | None:
-        if self._starts is None:
-            return None
-        i = bisect_right(self._starts, offset)
-        return self._starts[i] if i < len(self._starts) else self._end
 
     def at(self, offset: int) -> tuple[int, bytes]:
         """The object whose entry starts at ``offset``: ``(type number, bytes)``, deltas resolved."""
@@ -98,8 +93,8 @@ class PackReader:
         b = m[offset]
         kind = (b >> 4) & 7
         size = b & 15
-        shift = 4
         pos = offset + 1
+        shift = 4
         while b & 0x80:
             b = m[pos]
             pos += 1
@@ -119,7 +114,7 @@ class PackReader:
         elif kind == REF_DELTA:
             base_sha = binascii.hexlify(m[pos:pos + 20])
             pos += 20
-        end = self._next(offset)
+        end = self._ends.get(offset)
         data = zlib.decompress(m[pos:end], bufsize=size or 1) if end is not None else self._inflate(pos, size)
         if base is not None or base_sha is not None:
             if base is not None:

@@ -44,10 +44,14 @@ class ParsedCache(dict):
     def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__()
         self._conn = conn
+        # A first scan finds the table empty: its misses need no query.
+        self._stored = conn.execute("SELECT 1 FROM scan_parsed LIMIT 1").fetchone() is not None
 
     def get(self, key, default=None):
         if key in self:
             return self[key]
+        if not self._stored:
+            return default
         row = self._conn.execute("SELECT data FROM scan_parsed WHERE key = ?", (key,)).fetchone()
         if row is None:
             return default
