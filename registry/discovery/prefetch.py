@@ -64,6 +64,7 @@ class Prefetch:
         self.pool = None
         self.entries: dict[str, tuple[str, int, _Chunk, int]] = {}  # key -> (path, mode, chunk, index)
         self.unsent: list[_Chunk] = []
+        self.sent: list[_Chunk] = []  # in the order sent (a waiting main process takes from the end)
         self.alive: dict[str, tuple[int, str]] = {}  # path -> (mode, blob) as the walk has seen it
 
     def start(self, present) -> None:
@@ -106,11 +107,27 @@ class Prefetch:
         chunk = entry[2]
         if chunk.results is None:
             if chunk.future is None or chunk.future.cancel():  # not begun: parse it here
-                chunk.results = inspect_chunk(self._load(chunk.items))
+                self._parse_here(chunk)
             else:
+                # Being parsed: rather than wait idle, parse the last chunks no worker has begun.
+                while not chunk.future.done() and self._steal():
+                    pass
                 chunk.results = chunk.future.result()
-            chunk.items = []
+                chunk.items = []
         return chunk.results[entry[3]]
+
+    def _parse_here(self, chunk: _Chunk) -> None:
+        chunk.results = inspect_chunk(self._load(chunk.items))
+        chunk.items = []
+
+    def _steal(self) -> bool:
+        """Parse here the last sent chunk no worker has begun; False when there is none."""
+        while self.sent:
+            last = self.sent.pop()
+            if last.results is None and last.future.cancel():
+                self._parse_here(last)
+                return True
+        return False
 
     def close(self) -> None:
         if self.pool is not None:
@@ -154,4 +171,5 @@ class Prefetch:
         for chunk in self.unsent:
             if chunk.items and chunk.future is None and chunk.results is None:
                 chunk.future = self.pool.submit(inspect_chunk, self._load(chunk.items))
+                self.sent.append(chunk)
         self.unsent = []

@@ -322,3 +322,32 @@ def test_canonical_python_and_redis_migrations(empty_project):
     assert by_path["migrations/20251122_100000_schema_add_graph_index.py"]["database"] == "neo4j"
     assert by_path["migrations/20251122_100000_schema_add_graph_index.py"]["version"] == "1.3.0"
     assert by_path["migrations/20251122_110000_data_session_keys.redis"]["database"] == "redis"
+
+
+def test_parsing_in_worker_processes_gives_the_same_scan(seed_project, tmp_path, monkeypatch):
+    from registry.discovery import prefetch
+    from registry.discovery import scan as scan_mod
+
+    seedrepo.write_commit(seed_project.root, seedrepo.ALICE, "2024-03-01T00:00:00Z", {
+        "db/migrations/V50__later.sql": "CREATE TABLE later (id int);\n",
+        "db/migrations/V2__add_email_index.sql": "CREATE INDEX idx_users_email ON users (upper(email));\n",
+    }, {}, "later")
+    in_place, _ = scan()
+    used = []
+    real_take = prefetch.Prefetch.take
+
+    def take(self, key, path, mode):
+        hit = real_take(self, key, path, mode)
+        used.append(hit is not None)
+        return hit
+
+    monkeypatch.setattr(scan_mod, "PREFETCH_COMMITS", 0)
+    monkeypatch.setattr(prefetch, "START_AT", 2)
+    monkeypatch.setattr(prefetch, "CHUNK", 2)
+    monkeypatch.setattr(prefetch, "worker_count", lambda: 1)
+    monkeypatch.setattr(prefetch.Prefetch, "take", take)
+    monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "pooled" / "catalog.db"))
+    pooled, _ = scan()
+    assert used and all(used)  # every file came from the pool (or was parsed here in its place)
+    assert pooled.migrations == in_place.migrations
+    assert pooled.findings == in_place.findings
