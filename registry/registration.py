@@ -200,19 +200,24 @@ def show_migration(cfg, mid: str) -> dict:
     """``mreg show``: one migration with its revisions, locations, dependencies and findings."""
     conn = catalog.connect(Path(cfg.catalog.value))
     try:
-        rows = [r for r in catalog.records(conn) if r["id"] == mid or r.get("declared_id") == mid
-                or mid in r["paths"]]
+        catalog_rows = catalog.records(conn)
+        rows = [r for r in catalog_rows if r["id"] == mid or r.get("declared_id") == mid or mid in r["paths"]]
         if not rows:
             raise MigrationNotFound(f"no migration {mid!r} in the catalog", id=mid,
                                     hint="run `mreg scan` first, or `mreg list` to see the ids")
         found = [f for f in catalog.findings(conn) if rows[0]["id"] in f["ids"]]
         content = conn.execute("SELECT content FROM migration_contents WHERE checksum = ?",
                                (rows[0]["checksum"],)).fetchone()
+        pairs = undo_pairs(conn)
     finally:
         conn.close()
     out = dict(rows[0])
     out["findings"] = found
     out["content"] = content[0] if content else None
+    path_of = {r["id"]: r["path"] for r in catalog_rows}
+    undo = next((u for u, v in pairs.items() if v == out["id"]), None)
+    out["undo"] = {"id": undo, "path": path_of.get(undo)} if undo else None  # its Flyway U<n>__ file
+    out["undo_of"] = pairs.get(out["id"])  # the migration this undo file rolls back
     return out
 
 
@@ -220,28 +225,60 @@ def registered_migrations(cfg) -> list:
     """What the registry knows, as ``registry.model.Migration`` objects read from the working tree.
 
     Active registered migrations whose file is present and parses; ids are the registered
-    (canonical) ids. The engine plans from these.
+    (canonical) ids. The engine plans from these. A Flyway undo file (``U<n>__``) is never a
+    migration to apply: its statements become the rollback of the ``V<n>__`` migration it
+    undoes (:func:`registry.discovery.findings.undo_pairs`) when that file has no rollback
+    section of its own.
     """
     from registry.parse import ParseError, parse_migration
 
     conn = catalog.connect(Path(cfg.catalog.value))
     try:
-        rows = conn.execute("SELECT id, path, database, registered_checksum FROM migrations "
+        rows = conn.execute("SELECT id, path, database, registered_checksum, scheme FROM migrations "
                             "WHERE status = 'active' ORDER BY id").fetchall()
+        pairs = undo_pairs(conn)
     finally:
         conn.close()
-    out = []
-    for mid, rel, database, _registered in rows:
+    paths = {row[0]: row[1] for row in rows}
+    undo_file = {versioned: paths[undo] for undo, versioned in pairs.items() if undo in paths}
+
+    def read(rel: str, database: str | None):
         file = Path(cfg.root) / rel
         if not file.is_file():
-            continue
+            return None
         try:
-            m = parse_migration(rel, file.read_bytes(), database=database)
+            return parse_migration(rel, file.read_bytes(), database=database)
         except ParseError:
+            return None
+
+    out = []
+    for mid, rel, database, _registered, scheme in rows:
+        if scheme == "flyway-undo":
+            continue
+        m = read(rel, database)
+        if m is None:
             continue
         m.id = mid
+        if mid in undo_file and not any(m.rollback.values()):
+            undo = read(undo_file[mid], database)
+            steps = [step for phase in (undo.phases.values() if undo else ()) for step in phase]
+            if steps:  # the undo file undoes the whole migration: it runs when expand is undone
+                m.rollback = {"expand": steps}
         out.append(m)
     return out
+
+
+def undo_pairs(conn: sqlite3.Connection) -> dict[str, str]:
+    """``{undo id: id of the migration it undoes}`` among the catalog's active migrations."""
+    from registry.discovery.findings import undo_pairs as pair
+
+    records = [{"id": mid, "path": path, "scheme": scheme, "status": status,
+                "paths": json.loads(paths) if paths else [path], "version_raw": version}
+               for mid, path, scheme, status, paths, version in conn.execute(
+                   "SELECT id, path, scheme, status, json_extract(record, '$.paths'), "
+                   "json_extract(record, '$.version_raw') FROM migrations "
+                   "WHERE scheme IN ('flyway', 'neo4j-migrations', 'flyway-undo')")]
+    return pair(records)[0]
 
 
 def accept_checksum(cfg, migration_id: str, *, reason: str | None = None, actor: str | None = None) -> dict | None:

@@ -81,6 +81,10 @@ def show(
     fc = m.get("first_commit") or {}
     say(f"{'first commit:':<20} {fc.get('sha', '')[:12]} {fc.get('author', '')} {fc.get('date', '')}")
     say(f"{'paths:':<20} {', '.join(m['paths'])}")
+    if m.get("undo"):
+        say(f"{'rollback:':<20} {m['undo']['path']} (undo file {m['undo']['id']})")
+    if m.get("undo_of"):
+        say(f"{'undoes:':<20} {m['undo_of']} (never applied; its statements are that migration's rollback)")
     for r in m["revisions"]:
         say(f"  revision {(r.get('sha') or '')[:12]} {r.get('date')} {r.get('checksum')}")
     for r in m["renames"]:

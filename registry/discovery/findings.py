@@ -3,7 +3,8 @@
 Kinds: ``duplicate_content`` (one checksum in two places), ``version_conflict``
 (two migrations claiming one version in one folder and scheme), ``edited_after_commit``
 (a file whose content changed after its first commit, with both checksums),
-``missing_dependency``, ``dependency_cycle`` and ``parse_error``.
+``missing_dependency``, ``dependency_cycle``, ``unpaired_undo`` (a Flyway ``U<n>__`` file
+with no single ``V<n>__`` to undo, see :func:`undo_pairs`) and ``parse_error``.
 
 Each finding is ``{"kind", "paths", "message", "ids", "data"}``; the first three
 are the public JSON shape of ``mreg scan --json``.
@@ -66,7 +67,49 @@ def compute(migrations: list[dict], errors: list[dict], accepted: set[str] | fro
                 first_sha=first["sha"], sha=last["sha"]))
 
     out.extend(dependency_findings(active))
+    _pairs, unpaired = undo_pairs(migrations)
+    for m, claimants in unpaired:
+        folder = m["path"].rpartition("/")[0] or "."
+        why = (f"no versioned migration in {folder}/ has version {m['version_raw']}" if not claimants else
+               f"{len(claimants)} migrations in {folder}/ claim version {m['version_raw']}: " + ", ".join(claimants))
+        out.append(finding("unpaired_undo", [m["path"]], f"{m['path']} is an undo file, but {why}; "
+                           "it is never applied and rolls nothing back", [m["id"], *claimants],
+                           version=m["version_raw"]))
     return out
+
+
+UNDOES = ("flyway", "neo4j-migrations")  # schemes whose `V<n>__` files a `U<n>__` file undoes
+
+
+def undo_pairs(migrations: list[dict]) -> tuple[dict[str, str], list[tuple[dict, list[str]]]]:
+    """Flyway undo files and the migration each undoes: ``({undo id: versioned id}, unpaired)``.
+
+    A ``U<n>__`` file (scheme ``flyway-undo``) undoes the one active ``V<n>__`` migration
+    (``flyway`` or ``neo4j-migrations``) of the same version in the same folder, whatever
+    the descriptions; ``unpaired`` lists ``(undo record, ids claiming its version)`` for the
+    others (no such migration, or several). Records need ``id``, ``scheme``, ``status``,
+    ``paths`` and ``version_raw``.
+    """
+    versioned: dict[tuple[str, str], set[str]] = defaultdict(set)
+    undos = []
+    for m in migrations:
+        if m.get("status", "active") != "active" or not m.get("version_raw"):
+            continue
+        if m["scheme"] in UNDOES:
+            for p in m["paths"]:
+                versioned[(p.rpartition("/")[0], _norm_version(m["version_raw"]))].add(m["id"])
+        elif m["scheme"] == "flyway-undo":
+            undos.append(m)
+    pairs: dict[str, str] = {}
+    unpaired = []
+    for m in undos:
+        version = _norm_version(m["version_raw"])
+        claimants = sorted({i for p in m["paths"] for i in versioned.get((p.rpartition("/")[0], version), ())})
+        if len(claimants) == 1:
+            pairs[m["id"]] = claimants[0]
+        else:
+            unpaired.append((m, claimants))
+    return pairs, unpaired
 
 
 def _norm_version(v: str) -> str:

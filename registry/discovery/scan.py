@@ -228,6 +228,10 @@ def build(state: State, extra: list[Lineage], objects) -> tuple[list[dict], list
     out = [_record(members) for members in groups.values()]
     out += [_record([s]) for s in singles]
     out.sort(key=lambda m: (m["id"], m["path"]))
+    by_id = {m["id"]: m for m in out}
+    for undo, versioned in findings_mod.undo_pairs(out)[0].items():  # Flyway U<n>__ files (SPEC §4)
+        by_id[undo]["undo_of"] = versioned
+        by_id[versioned]["undo"] = {"id": undo, "path": by_id[undo]["path"]}
     return out, errors
 
 
