@@ -183,12 +183,15 @@ def _same_errors(cfg, parse_errors: list[dict]) -> bool:
 
 def list_migrations(cfg, *, database: str | None = None, status: str | None = None) -> list[dict]:
     """``mreg list``: the catalog's migrations (public JSON shape), filtered."""
+    from registry.discovery.store import migration_refs
+
     conn = catalog.connect(Path(cfg.catalog.value))
     try:
         rows = catalog.records(conn)
+        refs = migration_refs(conn)
     finally:
         conn.close()
-    return [r for r in rows if (database is None or r["database"] == database)
+    return [{**r, "refs": refs.get(r["id"], [])} for r in rows if (database is None or r["database"] == database)
             and (status is None or r["status"] == status)]
 
 
@@ -198,6 +201,8 @@ class MigrationNotFound(ConfigError):
 
 def show_migration(cfg, mid: str) -> dict:
     """``mreg show``: one migration with its revisions, locations, dependencies and findings."""
+    from registry.discovery.store import migration_refs
+
     conn = catalog.connect(Path(cfg.catalog.value))
     try:
         catalog_rows = catalog.records(conn)
@@ -209,9 +214,11 @@ def show_migration(cfg, mid: str) -> dict:
         content = conn.execute("SELECT content FROM migration_contents WHERE checksum = ?",
                                (rows[0]["checksum"],)).fetchone()
         pairs = undo_pairs(conn)
+        refs = migration_refs(conn)
     finally:
         conn.close()
     out = dict(rows[0])
+    out["refs"] = refs.get(out["id"], [])  # the refs whose tip holds it, as of the last scan
     out["findings"] = found
     out["content"] = content[0] if content else None
     path_of = {r["id"]: r["path"] for r in catalog_rows}

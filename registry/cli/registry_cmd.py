@@ -81,6 +81,7 @@ def show(
     fc = m.get("first_commit") or {}
     say(f"{'first commit:':<20} {fc.get('sha', '')[:12]} {fc.get('author', '')} {fc.get('date', '')}")
     say(f"{'paths:':<20} {', '.join(m['paths'])}")
+    say(f"{'refs:':<20} {', '.join(m.get('refs') or []) or '(none scanned)'}")
     if m.get("undo"):
         say(f"{'rollback:':<20} {m['undo']['path']} (undo file {m['undo']['id']})")
     if m.get("undo_of"):

@@ -172,6 +172,18 @@ class Objects:
             raise RevisionNotFound(f"{rev!r} does not name a commit", hint="name a branch or commit", rev=rev)
         return obj.id.decode("ascii")
 
+    def ref_name(self, rev: str) -> str:
+        """The full name of the ref ``rev`` names (``HEAD`` -> the branch it is on, ``main`` ->
+        ``refs/heads/main``), so scans of one branch by either name share its file set; else ``rev``."""
+        refs = self.repo.refs
+        if rev == "HEAD":
+            chain, _sha = refs.follow(b"HEAD")
+            return chain[-1].decode() if chain else rev
+        for cand in (rev, f"refs/heads/{rev}", f"refs/tags/{rev}", f"refs/remotes/{rev}"):
+            if cand.startswith("refs/") and cand.encode() in refs:
+                return cand
+        return rev
+
     def ref_heads(self, all_refs: bool, rev: str | None) -> dict[str, str]:
         """``{ref name: commit id}`` to scan: HEAD (or ``rev``), or every branch, tag and remote."""
         from registry.discovery.errors import RevisionNotFound
@@ -181,12 +193,14 @@ class Objects:
             if name == "HEAD" and b"HEAD" not in self.repo.refs:
                 return {}
             try:
-                return {name: self.resolve(name)}
+                return {self.ref_name(name): self.resolve(name)}
             except KeyError:
                 return {}
         out = {}
         for ref in sorted(self.repo.refs.allkeys()):
             if ref == b"HEAD" or not ref.startswith((b"refs/heads/", b"refs/tags/", b"refs/remotes/")):
+                continue
+            if ref.endswith(b"/HEAD"):  # refs/remotes/origin/HEAD names another ref
                 continue
             try:
                 out[ref.decode()] = self.resolve(ref.decode())

@@ -87,7 +87,11 @@ class State:
 
     def __init__(self) -> None:
         self.lineages: dict[int, Lineage] = {}
-        self.files: dict[str, int] = {}  # path -> lineage key (0: a candidate that is no migration)
+        # path -> lineage key (0: a candidate that is no migration) at the commit being applied;
+        # the scan gives each commit its first parent's file set (registry.discovery.scan.Lines)
+        self.files: dict[str, int] = {}
+        self.tips: dict[str, dict[str, int]] = {}  # ref -> file set at its scanned tip
+        self.dirty_tips: set[str] = set()
         self.parsed: dict[str, dict] = {}  # blob id -> inspect() result
         self.sums: dict[str, str] = {}  # blob id -> checksum (revisions need no more)
         self.commits: set[str] = set()
@@ -122,7 +126,9 @@ class State:
         return hit
 
     # -- one commit -----------------------------------------------------------------
-    def apply(self, objects, commit: CommitInfo, changes: list[Change]) -> None:
+    def apply(self, objects, commit: CommitInfo, changes: list[Change], others: list[dict] = ()) -> None:
+        """Apply one commit's changes (against its first parent) to :attr:`files`; ``others`` are the
+        file sets of a merge's other parents (a file the merge brings in keeps its lineage)."""
         date = iso(commit.time)
         adds: dict[str, tuple[int, str]] = {}
         deletes: dict[str, tuple[int, str]] = {}
@@ -130,10 +136,15 @@ class State:
             if ch.new is None:
                 deletes[ch.path] = ch.old
             elif ch.old is None:
-                key = self.files.get(ch.path)
+                key = self.files.get(ch.path) or next((o[ch.path] for o in others if o.get(ch.path)), 0)
                 if key:  # a merge brings in a file a side branch already added: known, maybe changed
-                    if self.lineages[key].blob != ch.new[1]:
-                        self._revise(objects, self.lineages[key], ch.path, ch.new, commit, date)
+                    self.files[ch.path] = key
+                    lin = self.lineages[key]
+                    if lin.blob != ch.new[1]:
+                        self._revise(objects, lin, ch.path, ch.new, commit, date)
+                    elif lin.deleted is not None:  # deleted on another line, alive on this one
+                        lin.deleted = None
+                        self.dirty_lineages.add(key)
                 else:
                     adds[ch.path] = ch.new
             else:
@@ -182,6 +193,54 @@ class State:
             self.dirty_lineages.add(key)
         self.commits.add(commit.sha)
         self.new_commits.append(commit.sha)
+
+    # -- refs -----------------------------------------------------------------------
+    def files_at(self, objects, scope: rules.Scope, sha: str) -> dict[str, int]:
+        """The file set at an already scanned commit that is no stored tip (a branch made from an old
+        commit): its tree's candidate files, each given the lineage that held that path with that
+        content (else the last lineage at that path, else 0)."""
+        from registry.discovery.history import diff
+
+        at: dict[str, list[Lineage]] = {}
+        for lin in self.lineages.values():
+            for p in {lin.path, *(r["from"] for r in lin.renames), *(r["to"] for r in lin.renames)}:
+                at.setdefault(p, []).append(lin)
+        out = {}
+        for ch in diff(objects, scope, None, objects.commit(sha).tree):
+            blob = ch.new[1]
+            lins = sorted(at.get(ch.path, ()), key=lambda x: x.key)
+            hit = next((x for x in reversed(lins) if any(r.get("blob") == blob for r in x.revisions)), None)
+            hit = hit or (lins[-1] if lins else None)
+            out[ch.path] = hit.key if hit else 0
+        return out
+
+    def set_tip(self, ref: str, files: dict[str, int]) -> None:
+        if self.tips.get(ref) != files:
+            self.tips[ref] = files
+            self.dirty_tips.add(ref)
+
+    def drop_tip(self, ref: str) -> None:
+        if self.tips.pop(ref, None) is not None:
+            self.dirty_tips.add(ref)
+
+    def settle(self) -> dict[int, list[str]]:
+        """After a walk: a lineage is active exactly when some scanned ref's tip holds it (one that no
+        tip holds any more, and that no commit deleted, ends with ``deleted`` = {sha: null, date: null}).
+        Returns ``{lineage key: refs whose tip holds it}``."""
+        refs: dict[int, list[str]] = {}
+        for ref in sorted(self.tips):
+            for key in set(self.tips[ref].values()):
+                if key:
+                    refs.setdefault(key, []).append(ref)
+        for key, lin in self.lineages.items():
+            if key in refs:
+                if lin.deleted is not None:
+                    lin.deleted = None
+                    self.dirty_lineages.add(key)
+            elif lin.deleted is None:
+                lin.deleted = {"sha": None, "date": None}
+                self.dirty_lineages.add(key)
+        return refs
 
     def _start(self, path, naming, mode, blob, parsed, commit, date) -> None:
         key = self.next_key()

@@ -71,6 +71,7 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 commits = walk(objects, list(heads.values()), state.commits)
                 new = len(commits)
                 prefetch = _prefetch(objects, state, new)
+                lines = Lines(state, objects, scope, commits, heads)
                 trees = {c.sha: c.tree for c in commits}
                 pending: deque = deque()  # with a prefetch: commits diffed, waiting for their parses
                 for i, c in enumerate(commits):
@@ -80,24 +81,25 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                         parent_tree = trees.get(p) or objects.commit(p).tree
                     changes = diff(objects, scope, parent_tree, c.tree)
                     if prefetch is None:
-                        state.apply(objects, c, changes)
+                        lines.apply(c, changes)
                     else:
                         pending.append((c, changes, prefetch.see(changes)))
                         while pending and (len(pending) > AHEAD or prefetch.ready(pending[0][2])):
-                            state.apply(objects, *pending.popleft()[:2])
+                            lines.apply(*pending.popleft()[:2])
                     if i % PROGRESS_EVERY == 0 or i == new - 1:
                         yield Progress("commits", i + 1, new, c.sha[:12])
                 if prefetch is not None:
                     prefetch.finish()
                     while pending:
-                        state.apply(objects, *pending.popleft()[:2])
+                        lines.apply(*pending.popleft()[:2])
+                refs = lines.finish(replace=all_refs)
                 reads = objects.reads
                 dirty = set(state.dirty_lineages)
                 extra, errors = ([], [])
                 if worktree:
                     extra, errors = scan_worktree(root, scope, state, git=True)
-                migrations, parse_errors = build(state, extra, objects)
-                store.save(conn, state, heads)
+                migrations, parse_errors = build(state, extra, objects, refs)
+                store.save(conn, state, heads, migrations)
             finally:
                 if state.prefetch is not None:
                     state.prefetch.close()
@@ -127,8 +129,75 @@ def _prefetch(objects: Objects, state: State, commits: int):
     if not workers:
         return None
     state.prefetch = prefetch.Prefetch(objects, state.parsed, workers)
-    state.prefetch.start(state.files)
+    state.prefetch.start({p for files in state.tips.values() for p in files})
     return state.prefetch
+
+
+class Lines:
+    """Each commit applied on its first parent's file set, so branches keep their own (SPEC §4).
+
+    A file set is ``{path: lineage key}``. The set of a commit is kept while a commit still to
+    apply has it as a parent, or while it is a ref's tip; in a straight history one set is
+    updated in place. A parent scanned by an earlier run is a stored ref tip, or its set is
+    rebuilt from its tree (:meth:`State.files_at`).
+    """
+
+    def __init__(self, state: State, objects: Objects, scope: rules.Scope, commits, heads: dict[str, str]) -> None:
+        self.state, self.objects, self.scope, self.heads = state, objects, scope, heads
+        self.need: dict[str, int] = {}
+        for c in commits:
+            for p in c.parents:
+                self.need[p] = self.need.get(p, 0) + 1
+        self.tips = set(heads.values())
+        self.sets: dict[str, dict[str, int]] = {}
+        self.owned: set[str] = set()  # sets made by this walk (the stored ones are never changed)
+        self.stored = {state.refs[r]: files for r, files in state.tips.items() if r in state.refs}
+
+    def files(self, sha: str) -> dict[str, int]:
+        hit = self.sets.get(sha)
+        if hit is None:
+            hit = self.stored.get(sha)
+            if hit is None:
+                hit = self.stored[sha] = self.state.files_at(self.objects, self.scope, sha)
+        return hit
+
+    def apply(self, commit, changes) -> None:
+        state = self.state
+        if not commit.parents:
+            files: dict[str, int] = {}
+        else:
+            first = commit.parents[0]
+            base = self.files(first)
+            self.need[first] -= 1
+            if first in self.owned and self.need[first] == 0 and first not in self.tips:
+                files = base  # no other child needs it: go on in place
+                del self.sets[first]
+            else:
+                files = dict(base)
+        others = [self.files(p) for p in commit.parents[1:]]
+        state.files = files
+        state.apply(self.objects, commit, changes, others)
+        for p in commit.parents[1:]:
+            self.need[p] -= 1
+            if self.need[p] == 0 and p not in self.tips:
+                self.sets.pop(p, None)
+        if self.need.get(commit.sha) or commit.sha in self.tips:
+            self.sets[commit.sha] = files
+            self.owned.add(commit.sha)
+
+    def finish(self, *, replace: bool) -> dict[int, list[str]]:
+        """Record each scanned ref's file set (``replace``: forget refs not scanned now); return
+        ``{lineage key: refs}`` (:meth:`State.settle`)."""
+        state = self.state
+        if replace:
+            for ref in list(state.tips):
+                if ref not in self.heads:
+                    state.drop_tip(ref)
+        for ref, sha in self.heads.items():
+            state.set_tip(ref, self.files(sha))
+        head = next(iter(self.heads.values()), None)
+        state.files = self.files(head) if head else {}  # what the working tree is compared with
+        return state.settle() if self.heads else {}
 
 
 def scan_worktree(root: Path, scope: rules.Scope, state: State, *, git: bool) -> tuple[list[Lineage], list[dict]]:
@@ -206,7 +275,8 @@ def parsed_of(state: State, lin: Lineage, objects) -> dict:
     return hit or {}
 
 
-def build(state: State, extra: list[Lineage], objects) -> tuple[list[dict], list[dict]]:
+def build(state: State, extra: list[Lineage], objects, refs: dict[int, list[str]] | None = None,
+          ) -> tuple[list[dict], list[dict]]:
     """Migrations (duplicates grouped) and parse errors from the lineages."""
     lineages = list(state.lineages.values()) + extra
     errors = [findings_mod.finding("parse_error", [p], f"{p}: {d['message']}") for p, d in
@@ -225,8 +295,9 @@ def build(state: State, extra: list[Lineage], objects) -> tuple[list[dict], list
             groups.setdefault(parsed["checksum"], []).append((lin, parsed))
         else:
             singles.append((lin, parsed))
-    out = [_record(members) for members in groups.values()]
-    out += [_record([s]) for s in singles]
+    refs = refs or {}
+    out = [_record(members, refs) for members in groups.values()]
+    out += [_record([s], refs) for s in singles]
     out.sort(key=lambda m: (m["id"], m["path"]))
     by_id = {m["id"]: m for m in out}
     for undo, versioned in findings_mod.undo_pairs(out)[0].items():  # Flyway U<n>__ files (SPEC §4)
@@ -235,7 +306,7 @@ def build(state: State, extra: list[Lineage], objects) -> tuple[list[dict], list
     return out, errors
 
 
-def _record(members: list[tuple[Lineage, dict]]) -> dict:
+def _record(members: list[tuple[Lineage, dict]], refs: dict[int, list[str]]) -> dict:
     lin, parsed = members[0]
     paths = sorted(m[0].path for m in members)
     first = lin.first
@@ -251,5 +322,6 @@ def _record(members: list[tuple[Lineage, dict]]) -> dict:
         "deleted": lin.deleted,
         "kind": lin.kind,
         "lineages": [m[0].key for m in members],
+        "refs": sorted({r for m in members for r in refs.get(m[0].key, ())}),
         **record_fields(parsed, lin.version, lin.description),
     }
