@@ -19,21 +19,25 @@ def scan(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Discover migrations in Git history and the working tree; register new ones; report findings."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from registry import config
     from registry.cli.output import emit_json, say, table
     from registry.registration import scan_and_register
 
     cfg = config.load()
-    with Progress(TextColumn("scanning {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=True, disable=as_json) as bar:
-        task = bar.add_task("commits", total=None)
-        for item in scan_and_register(cfg, path=path, rev=rev, all_refs=all_refs, full=full):
-            if isinstance(item, tuple):
-                result, done = item
-            else:
-                bar.update(task, completed=item.done, total=item.total, description=item.stage)
+    items = scan_and_register(cfg, path=path, rev=rev, all_refs=all_refs, full=full)
+    if as_json:  # no progress bar: rich.progress is not even imported
+        result, done = [item for item in items if isinstance(item, tuple)][0]
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("scanning {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("commits", total=None)
+            for item in items:
+                if isinstance(item, tuple):
+                    result, done = item
+                else:
+                    bar.update(task, completed=item.done, total=item.total, description=item.stage)
     found = [{"kind": f["kind"], "paths": f["paths"], "message": f["message"]} for f in result.findings]
     if as_json:
         emit_json({"migrations": len(result.migrations), "findings": found})

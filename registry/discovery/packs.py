@@ -4,8 +4,9 @@ dulwich's object store is general (locks, LRU bookkeeping, multi-pack index chec
 read); a scan reads ~100,000 objects in commit order, so this reader keeps only what
 that needs:
 
-- dulwich's pack index, turned once into a dict ``hex id -> offset`` (its name and
-  offset tables read in bulk; a lookup is then one dict probe instead of a bisection
+- dulwich's pack index: its ``object_offset`` for the first :data:`TABLE_AFTER` lookups (a
+  re-scan reads few objects), then turned once into a dict ``hex id -> offset`` (its name
+  and offset tables read in bulk; a lookup is then one dict probe instead of a bisection
   through Python callbacks). Packs with more than :data:`TABLE_LIMIT` objects, or
   index versions this does not know, keep dulwich's own ``object_offset``;
 - the pack mapped in memory; each object's compressed bytes end where the next object
@@ -27,6 +28,7 @@ OFS_DELTA = 6
 REF_DELTA = 7
 CACHE_BYTES = 48 * 1024 * 1024
 TABLE_LIMIT = 4_000_000  # objects; above this the dict would cost more memory than it saves time
+TABLE_AFTER = 2_000  # lookups through dulwich's index before the dict is built
 
 
 def offset_table(index) -> dict[bytes, int] | None:
@@ -57,12 +59,10 @@ class PackReader:
         self.index = pack.index
         self._file = open(pack.data.path, "rb")
         self.map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        self.table = offset_table(self.index)
-        # Where each object's entry ends: the next entry's offset (the pack ends with a 20-byte checksum).
-        self._ends: dict[int, int] = {}
-        if self.table is not None:
-            starts = sorted(self.table.values())
-            self._ends = dict(zip(starts, starts[1:] + [len(self.map) - 20]))
+        # Built once this many objects were looked up (a re-scan reads few: dulwich's index is enough).
+        self.table: dict[bytes, int] | None = None
+        self._lookups = 0
+        self._ends: dict[int, int] = {}  # entry offset -> where it ends (the next entry's offset)
         self._cache: dict[int, tuple[int, bytes]] = {}
         self._cached = 0
         self._external = resolve_external
@@ -75,10 +75,22 @@ class PackReader:
         """Where the object is in this pack, or None."""
         if self.table is not None:
             return self.table.get(hexsha)
+        self._lookups += 1
+        if self._lookups == TABLE_AFTER:
+            self._build_table()
+            return self.table.get(hexsha) if self.table is not None else self.offset(hexsha)
         try:
             return self.index.object_offset(binascii.unhexlify(hexsha))
         except KeyError:
             return None
+
+    def _build_table(self) -> None:
+        self.table = offset_table(self.index)
+        if self.table is not None:  # the pack ends with a 20-byte checksum
+            starts = sorted(self.table.values())
+            self._ends = dict(zip(starts, starts[1:] + [len(self.map) - 20]))
+        else:
+            self._lookups = TABLE_AFTER + 1  # an index this cannot read in bulk: dulwich's lookups
 
     def get(self, hexsha: bytes) -> tuple[int, bytes] | None:
         at = self.table.get(hexsha) if self.table is not None else self.offset(hexsha)

@@ -210,6 +210,7 @@ def is_compiled_twin(path: str, present) -> bool:
     return False
 
 
+@lru_cache(maxsize=65536)
 def database_from_path(path: str) -> str | None:
     """A database named by a folder (``.../neo4j/...``) or by the extension, or None."""
     folder, _, _ = split(path)

@@ -215,8 +215,10 @@ def scan_worktree(root: Path, scope: rules.Scope, state: State, *, git: bool) ->
         present = set(filenames)
         for name in sorted(filenames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            naming = scope.candidate(rel)
-            if naming is None or (git and rel in state.files):
+            if git and rel in state.files:  # Git holds it: the history walk saw it
+                continue
+            naming = rules.naming(rel)  # (the folder is in scope: checked above)
+            if naming is None:
                 continue
             full = Path(dirpath) / name
             if rules.is_compiled_twin(name, present):

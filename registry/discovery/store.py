@@ -88,12 +88,28 @@ class ParsedCache(dict):
         return value
 
 
+class ScannedCommits(set):
+    """The commits scanned before (asked one by one: a re-scan's walk asks about few), plus the
+    ones added in this run."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+        self._stored = conn.execute("SELECT 1 FROM scan_commits LIMIT 1").fetchone() is not None
+
+    def __contains__(self, sha) -> bool:
+        if set.__contains__(self, sha):
+            return True
+        return self._stored and self._conn.execute(
+            "SELECT 1 FROM scan_commits WHERE sha = ?", (sha,)).fetchone() is not None
+
+
 def load(conn: sqlite3.Connection) -> State:
     from registry.discovery.lineage import Lineage, State  # (list/show read migration_refs without them)
 
     state = State()
     state.refs = dict(conn.execute("SELECT ref, sha FROM scan_refs"))
-    state.commits = {r[0] for r in conn.execute("SELECT sha FROM scan_commits")}
+    state.commits = ScannedCommits(conn)
     for key, data in conn.execute("SELECT key, data FROM scan_lineages"):
         lin = Lineage(**json.loads(data))
         state.lineages[key] = lin
