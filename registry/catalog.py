@@ -383,7 +383,7 @@ TABLES = {
         "old_checksum": "Checksum before", "checksum": "Checksum after", "seq": "Registry-log sequence number"}),
     "findings": ("Findings", "What the registry reports and never hides.", {
         "n": "Order", "kind": "duplicate_content, version_conflict, edited_after_commit, missing_dependency, "
-                            "dependency_cycle or parse_error",
+                            "dependency_cycle, unpaired_undo or parse_error",
         "migration_ids": "Migrations involved (JSON)", "paths": "Paths involved (JSON)",
         "message": "What is wrong", "data": "Details (JSON): checksums, versions, commits"}),
     "migration_contents": ("Migration contents", "File contents by checksum, searchable.", {

@@ -71,6 +71,8 @@ def plan(cfg, into: Path) -> list[dict]:
         dest = f"{rel_into}/{r['id']}.{ext}"
         if r["path"] == dest or (r["scheme"] == "canonical" and r["path"].startswith(rel_into + "/")):
             continue  # already canonical (a per-database subfolder of <into> is fine too)
+        if r["scheme"] == "flyway-undo":
+            continue  # an undo file is a rollback, never a migration to apply: left where it is
         src_ext = r["path"].rpartition(".")[2].lower()
         moves.append({
             "id": r["id"], "from": r["path"], "to": dest, "duplicates": [p for p in r["paths"] if p != r["path"]],

@@ -131,7 +131,7 @@ class Prefetch:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)  # no thread left: later pools may fork
             self.pool = None
 
     # -- internals --------------------------------------------------------------------
