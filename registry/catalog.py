@@ -290,6 +290,12 @@ def store_contents(conn: sqlite3.Connection, items: list[tuple[str, str]]) -> No
 
 def enable_search(path: Path) -> None:
     """Full-text search over migration contents (sqlite-utils FTS5 with triggers; idempotent)."""
+    conn = sqlite3.connect(str(path), timeout=60)
+    try:  # already there (every scan after the first): no need to import sqlite-utils to see it
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'migration_contents_fts'").fetchone():
+            return
+    finally:
+        conn.close()
     import sqlite_utils
 
     db = sqlite_utils.Database(str(path))
