@@ -428,8 +428,8 @@ LEDGER_TABLES = {
 }
 
 # The scan's memory of Git (registry.discovery.store): hidden from browsing, rebuilt by `mreg scan --full`.
-SCAN_TABLES = ("scan_commits", "scan_errors", "scan_files", "scan_lineages", "scan_meta", "scan_parsed",
-               "scan_refs")
+SCAN_TABLES = ("scan_commits", "scan_errors", "scan_files", "scan_lineages", "scan_meta", "scan_migration_refs",
+               "scan_parsed", "scan_refs")
 
 CANNED = {
     "edited_after_registration": {
