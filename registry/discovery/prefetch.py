@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 
 from registry.discovery import rules
 from registry.discovery.history import LINK_MODE, Change
@@ -30,7 +31,11 @@ MAX_WORKERS = 4
 
 
 def worker_count() -> int:
-    """Worker processes to use: the cores left beside the main process (at most :data:`MAX_WORKERS`)."""
+    """Worker processes to use: ``MREG_SCAN_WORKERS`` if set (0: parse in place), else the cores left
+    beside the main process (at most :data:`MAX_WORKERS`)."""
+    given = os.environ.get("MREG_SCAN_WORKERS", "").strip()
+    if given.isdigit():
+        return min(int(given), 32)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(cpus - 1, MAX_WORKERS))
 
@@ -112,8 +117,11 @@ class Prefetch:
                 # Being parsed: rather than wait idle, parse the last chunks no worker has begun.
                 while not chunk.future.done() and self._steal():
                     pass
-                chunk.results = chunk.future.result()
-                chunk.items = []
+                try:
+                    chunk.results = chunk.future.result()
+                    chunk.items = []
+                except BrokenProcessPool:  # a worker died (killed, out of memory): parse here
+                    self._parse_here(chunk)
         return chunk.results[entry[3]]
 
     def _parse_here(self, chunk: _Chunk) -> None:
@@ -170,6 +178,9 @@ class Prefetch:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context())
         for chunk in self.unsent:
             if chunk.items and chunk.future is None and chunk.results is None:
-                chunk.future = self.pool.submit(inspect_chunk, self._load(chunk.items))
+                try:
+                    chunk.future = self.pool.submit(inspect_chunk, self._load(chunk.items))
+                except BrokenProcessPool:  # no pool any more: the chunk is parsed here when needed
+                    continue
                 self.sent.append(chunk)
         self.unsent = []

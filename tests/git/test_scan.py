@@ -351,3 +351,37 @@ def test_parsing_in_worker_processes_gives_the_same_scan(seed_project, tmp_path,
     assert used and all(used)  # every file came from the pool (or was parsed here in its place)
     assert pooled.migrations == in_place.migrations
     assert pooled.findings == in_place.findings
+
+
+_DYING: dict = {}
+
+
+def _dying(items):
+    """``inspect_chunk`` in a worker that is killed mid-task (out of memory, a signal)."""
+    import os
+
+    if os.getpid() != _DYING["parent"]:
+        os._exit(1)
+    return _DYING["real"](items)
+
+
+# When a worker dies, Python 3.11's executor thread may try to fail a future the scan had cancelled
+# (to parse that chunk itself) and report InvalidStateError from its own thread; results are unaffected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_that_dies_leaves_the_scan_whole(seed_project, tmp_path, monkeypatch):
+    import os
+
+    from registry.discovery import prefetch
+    from registry.discovery import scan as scan_mod
+
+    in_place, _ = scan()
+    monkeypatch.setitem(_DYING, "parent", os.getpid())
+    monkeypatch.setitem(_DYING, "real", prefetch.inspect_chunk)
+    monkeypatch.setattr(scan_mod, "PREFETCH_COMMITS", 0)
+    monkeypatch.setattr(prefetch, "START_AT", 2)
+    monkeypatch.setattr(prefetch, "CHUNK", 2)
+    monkeypatch.setattr(prefetch, "worker_count", lambda: 1)
+    monkeypatch.setattr(prefetch, "inspect_chunk", _dying)
+    monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "broken" / "catalog.db"))
+    broken, _ = scan()
+    assert broken.migrations == in_place.migrations and broken.findings == in_place.findings
