@@ -11,6 +11,7 @@ commit (a canonical file keeps its own name).
 from __future__ import annotations
 
 import difflib
+import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
@@ -57,7 +58,8 @@ def parse_key(path: str, kind: str, blob: str) -> str:
 
 
 def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC) of a timestamp."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def make_id(ts: int, type_: str, description: str, taken: set[str]) -> str:
@@ -102,9 +104,13 @@ class State:
         self.new_commits: list[str] = []
         self.bad_paths: dict[str, dict] = {}  # path -> parse_error for unsafe paths
         self.prefetch = None  # a registry.discovery.prefetch.Prefetch during a long walk
+        self._last_key: int | None = None  # the highest lineage key given (found on first use)
 
     def next_key(self) -> int:
-        return max(self.lineages, default=0) + 1
+        if self._last_key is None:
+            self._last_key = max(self.lineages, default=0)
+        self._last_key += 1
+        return self._last_key
 
     # -- reading blobs once ---------------------------------------------------------
     def parse(self, objects, path: str, naming: rules.Naming, mode: int, blob: str) -> dict:
