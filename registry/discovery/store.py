@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 if TYPE_CHECKING:
     from registry.discovery.lineage import State
 
@@ -54,6 +56,21 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _dumps(value) -> str:
+    """JSON text (orjson; Python's json for what orjson refuses, e.g. a file name that is not UTF-8)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def _loads(text: str):
+    try:
+        return orjson.loads(text)
+    except ValueError:  # escapes orjson refuses (lone surrogates of a non-UTF-8 file name)
+        return json.loads(text)
+
+
 def _exists(conn: sqlite3.Connection, table: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
 
@@ -84,7 +101,7 @@ class ParsedCache(dict):
         row = self._conn.execute("SELECT data FROM scan_parsed WHERE key = ?", (key,)).fetchone()
         if row is None:
             return default
-        value = self[key] = json.loads(row[0])
+        value = self[key] = _loads(row[0])
         return value
 
 
@@ -111,13 +128,13 @@ def load(conn: sqlite3.Connection) -> State:
     state.refs = dict(conn.execute("SELECT ref, sha FROM scan_refs"))
     state.commits = ScannedCommits(conn)
     for key, data in conn.execute("SELECT key, data FROM scan_lineages"):
-        lin = Lineage(**json.loads(data))
+        lin = Lineage(**_loads(data))
         state.lineages[key] = lin
         state.ids.add(lin.id)
     for ref, path, key in conn.execute("SELECT ref, path, lineage FROM scan_files"):
         state.tips.setdefault(ref, {})[path] = key
     state.parsed = ParsedCache(conn)
-    state.bad_paths = {p: json.loads(d) for p, d in conn.execute("SELECT path, data FROM scan_errors")}
+    state.bad_paths = {p: _loads(d) for p, d in conn.execute("SELECT path, data FROM scan_errors")}
     return state
 
 
@@ -130,17 +147,17 @@ def save(conn: sqlite3.Connection, state: State, heads: dict[str, str], migratio
                          ((s,) for s in state.new_commits))
         conn.executemany(
             "INSERT OR REPLACE INTO scan_lineages(key, id, path, data) VALUES (?, ?, ?, ?)",
-            ((k, state.lineages[k].id, state.lineages[k].path, json.dumps(state.lineages[k].to_json()))
+            ((k, state.lineages[k].id, state.lineages[k].path, _dumps(state.lineages[k].to_json()))
              for k in sorted(state.dirty_lineages)))
         conn.executemany("INSERT OR REPLACE INTO scan_parsed(key, data) VALUES (?, ?)",
-                         ((k, json.dumps(state.parsed[k])) for k in sorted(state.new_parsed)))
+                         ((k, _dumps(state.parsed[k])) for k in sorted(state.new_parsed)))
         for ref in sorted(state.dirty_tips):
             conn.execute("DELETE FROM scan_files WHERE ref = ?", (ref,))
             conn.executemany("INSERT INTO scan_files(ref, path, lineage) VALUES (?, ?, ?)",
                              ((ref, p, k) for p, k in state.tips.get(ref, {}).items()))
         conn.execute("DELETE FROM scan_errors")
         conn.executemany("INSERT INTO scan_errors(path, data) VALUES (?, ?)",
-                         ((p, json.dumps(d)) for p, d in state.bad_paths.items()))
+                         ((p, _dumps(d)) for p, d in state.bad_paths.items()))
         conn.executemany("DELETE FROM scan_refs WHERE ref = ?", ((r,) for r in state.dirty_tips if r not in state.tips))
         conn.executemany("INSERT OR REPLACE INTO scan_refs(ref, sha, scanned_at) VALUES (?, ?, ?)",
                          ((r, s, now) for r, s in heads.items()))
