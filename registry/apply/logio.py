@@ -17,7 +17,12 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from ledger.dsse import sign_payload
+from ledger.log import build_leaf
+from ledger.merkle import leaf_hash
+from ledger.statement import new_statement_bytes
 from registry.errors import DatabaseError
+from registry.targets.base import mirror_row
 
 
 class MirrorBehind(DatabaseError):
@@ -113,21 +118,25 @@ class TargetLog:
     def build(self, type: str, migration=None, details: dict | None = None,
               refs: list[str] | None = None) -> tuple[bytes, str]:
         """Sign a statement and build its leaf on the current head (not yet stored anywhere)."""
-        from ledger.dsse import sign_envelope
-        from ledger.log import build_leaf
-        from ledger.merkle import leaf_hash
-        from ledger.statement import new_statement
+        leaf, _, stmt, _ = self._build(type, migration, details, refs)
+        return leaf, stmt["event_id"]
 
-        stmt = new_statement(
+    def _build(self, type: str, migration, details, refs) -> tuple[bytes, int, dict, bytes]:
+        """(leaf, seq, statement, leaf hash) of the next event; the head moves past it."""
+        stmt, payload = new_statement_bytes(
             ledger=self.origin, type=type, actor=self.actor,
             migration=migration_ref(migration) if migration is not None else None,
-            target={"engine": self.target.type, "id": self.target.name},
-            refs=refs, details=clean(details or {}),
+            target=self._target_ref, refs=refs, details=clean(details or {}),
         )
-        leaf = build_leaf(self.size, self.prev, sign_envelope(stmt, self.signer))
+        seq = self.size
+        leaf = build_leaf(seq, self.prev, sign_payload(payload, self.signer))
         self.size += 1
-        self.prev = leaf_hash(leaf)
-        return leaf, stmt["event_id"]
+        self.prev = lh = leaf_hash(leaf)
+        return leaf, seq, stmt, lh
+
+    @property
+    def _target_ref(self) -> dict:
+        return {"engine": self.target.type, "id": self.target.name}
 
     def stage(self, session, type: str, migration=None, details: dict | None = None,
               refs: list[str] | None = None, *, defer: bool = False) -> str:
@@ -136,19 +145,17 @@ class TargetLog:
         ``defer=True`` keeps the row until :meth:`write_deferred` (or the next non-deferred stage),
         so the rows of one transaction travel together (one round trip where the adapter allows).
         """
-        leaf, event_id = self.build(type, migration, details, refs)
-        self.deferred.append(leaf)
-        self.staged.append(leaf)
+        built = self._build(type, migration, details, refs)
+        self.deferred.append(built)
+        self.staged.append(built[0])
         if not defer:
             self.write_deferred(session)
-        return event_id
+        return built[2]["event_id"]
 
     def write_deferred(self, session) -> None:
-        from registry.targets.base import mirror_row_from_leaf
-
         if not self.deferred:
             return
-        rows = [mirror_row_from_leaf(leaf) for leaf in self.deferred]
+        rows = [mirror_row(leaf, seq, stmt, lh) for leaf, seq, stmt, lh in self.deferred]
         self.deferred = []
         many = getattr(session, "append_mirrors", None)
         if many is not None and len(rows) > 1:

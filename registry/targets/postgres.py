@@ -19,7 +19,9 @@ Tenants are schemas: ``session(tenant="acme")`` sets ``search_path`` to
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import socket
 import time
@@ -32,7 +34,6 @@ from registry.errors import DatabaseError
 from registry.model import Settings, Step
 from registry.targets.base import LockTimeout, MirrorRow
 from registry.targets.sqlcommon import (
-    INSERT_MIRROR,
     MIRROR_DDL,
     MIRROR_FORMAT,
     MIRROR_OBJECTS_QUERY,
@@ -48,16 +49,21 @@ from registry.targets.sqlcommon import (
     MirrorConflict,
     ShadowUnavailable,
     UnknownTenant,
+    RAW_MIRROR_FORMATS,
     bind_range,
+    check_result,
     db_error,
+    insert_mirror_sql,
     lock_key,
-    mirror_params,
+    raw_mirror_params,
     row_from_record,
+    run_pipeline,
     server_errors,
     step_failed,
 )
 
 LOCK_POLL_S = 0.2
+_COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
 SHADOW_PREFIX = "mreg_shadow_"
 
 
@@ -69,14 +75,37 @@ class PgSession:
     commit. Non-transactional: every ``execute`` commits on its own (what
     ``CREATE INDEX CONCURRENTLY`` and ``txmode: none`` need); ``commit()`` and
     ``rollback()`` do nothing, and the timeouts are reset when the session ends.
+
+    Round trips (docs/performance.md): a transactional session holds its ``BEGIN``/``SET
+    LOCAL`` set-up back and sends it in one simple query with its first step (PostgreSQL 13
+    and later apply ``statement_timeout`` to each statement of such a query); mirror rows
+    appended last travel with the ``COMMIT`` in one libpq pipeline, as a prepared INSERT.
+    Anything else (a query with parameters, a read, a savepoint) first sends what is held
+    back, so statements always reach the server in the order they were issued. Steps
+    without parameters go through libpq's ``PQexec`` (``psycopg.pq``), the rest through psycopg.
     """
 
-    def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool) -> None:
+    def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool,
+                 setup: list[str] | None = None) -> None:
         self.adapter = adapter
         self.conn = conn
         self.transactional = transactional
         self.done = False
         self.path: str | None = None  # the migration file, for error messages
+        self.setup = setup  # [BEGIN, SET LOCAL ...]: not sent yet (they travel with the first statement)
+        self.rows: list[MirrorRow] = []  # mirror rows not sent yet (they travel with the next statement)
+
+    def _send_held(self) -> None:
+        """Send the held-back set-up and mirror rows (before a statement that cannot carry them)."""
+        if self.setup is not None:
+            setup, self.setup = self.setup, None
+            try:
+                self.adapter.run_simple(self.conn, "; ".join(setup))
+            except self.adapter.psycopg.Error as exc:
+                raise db_error(exc, self.adapter.target.name, "starting a session") from None
+        if self.rows:
+            rows, self.rows = self.rows, []
+            self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
     # -- running steps ------------------------------------------------------
     def execute(self, step: Step, *, path: str | None = None, params: dict | None = None,
@@ -89,7 +118,15 @@ class PgSession:
         """
         step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
+        simple = not params and not use_sp and self.adapter.simple_ok(step.content)
+        if self.rows or not simple:
+            self._send_held()
         try:
+            if simple:
+                text = step.content
+                if self.setup is not None:  # one round trip: BEGIN; SET LOCAL ...; the step
+                    text, self.setup = "; ".join(self.setup) + ";\n" + text, None
+                return self.adapter.run_simple(self.conn, text)
             if use_sp:
                 self.conn.execute("SAVEPOINT mreg_step")
             cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
@@ -111,6 +148,7 @@ class PgSession:
         """Rows of a read query as dicts (validation rules, checks)."""
         from psycopg.rows import dict_row
 
+        self._send_held()
         try:
             with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(text, params)
@@ -124,35 +162,52 @@ class PgSession:
         """Change ``lock_timeout``/``statement_timeout`` for the rest of the session (0 = none)."""
         sets = self.adapter.timeout_sql(lock_timeout_ms, statement_timeout_ms, local=self.transactional)
         if sets:
+            self._send_held()
             self.conn.execute("; ".join(sets))
 
     # -- the mirror ---------------------------------------------------------
     @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
         """Insert ``row`` into ``schema_versions`` (in this transaction when transactional)."""
-        self.adapter._insert_mirror(self.conn, row)
+        self.append_mirrors([row])
 
     @server_errors("appending to the mirror")
     def append_mirrors(self, rows: list[MirrorRow]) -> None:
-        """Insert consecutive rows in one statement (one round trip); same checks as ``append_mirror``.
+        """Insert consecutive rows in one statement; the BEFORE INSERT trigger checks each in order.
 
-        (Added by the engine: a transactional phase writes its two events together.)
+        In a transactional session the INSERT is held back until the next statement or the
+        ``COMMIT`` (with which it travels): a refused row raises ``MirrorConflict`` there.
         """
-        if len(rows) == 1:
-            return self.append_mirror(rows[0])
+        if not rows:
+            return
+        if self.transactional and not self.done:
+            self.rows.extend(rows)
+            return
         self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
     @server_errors("committing")
     def commit(self) -> None:
-        if self.transactional and not self.done:
-            self.conn.execute("COMMIT")
-            self.done = True
+        if not self.transactional or self.done:
+            return
+        if self.rows and self.adapter.pipeline_ok:  # [set-up,] INSERT, COMMIT: one pipeline, one round trip
+            rows, self.rows = self.rows, []
+            setup, self.setup = self.setup or [], None
+            self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:], before=setup, commit=True)
+        elif self.setup is not None and not self.rows:  # nothing was sent: nothing to commit
+            self.setup = None
+        else:
+            self._send_held()
+            self.adapter.run_simple(self.conn, "COMMIT")
+        self.done = True
 
     @server_errors("rolling back")
     def rollback(self) -> None:
         if self.transactional and not self.done:
-            if not self.conn.broken:
-                self.conn.execute("ROLLBACK")
+            self.rows = []
+            if self.setup is not None:  # nothing was sent: nothing to roll back
+                self.setup = None
+            elif not self.conn.broken:
+                self.adapter.run_simple(self.conn, "ROLLBACK")
             self.done = True
 
 
@@ -164,6 +219,7 @@ class PostgresAdapter:
     supports_concurrent_index = True
     supports_batches = True
     shared_lock_connection = False  # the lock has its own connection
+    pipeline_ok = True  # a phase's mirror rows and COMMIT travel in one libpq pipeline
 
     def __init__(self, target: Target, url: str) -> None:
         import psycopg
@@ -178,6 +234,8 @@ class PostgresAdapter:
         self._lock: LockHandle | None = None
         self._mirror_ready = False
         self._in_session = False
+        self._prepared_on = None  # the connection whose prepared mirror INSERTs _prepared names
+        self._prepared: dict[int, bytes] = {}
 
     # -- connections --------------------------------------------------------
     def _connect(self, purpose: str):
@@ -434,14 +492,23 @@ class PostgresAdapter:
             raise
         self._mirror_ready = True
 
-    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = ()) -> None:
+    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = (), *, before: list[str] = (),
+                       commit: bool = False) -> None:
+        """INSERT ``row`` (and ``more``) as one prepared statement; the trigger checks each row in order.
+
+        ``before`` (statements without parameters) and a final ``COMMIT`` travel with it in one
+        libpq pipeline: if anything fails, the server skips the rest and the first error is raised.
+        """
+        rows = (row, *more)
+        enc = conn.info.encoding
+        name = self._mirror_statement(conn, len(rows))
+        params = [p for r in rows for p in raw_mirror_params(r, enc)]
+        formats = RAW_MIRROR_FORMATS * len(rows)
         try:
-            if more:  # several rows, one statement: the BEFORE INSERT trigger still checks each in order
-                values = ", (" + ", ".join(["%s"] * len(mirror_params(row))) + ")"
-                params = [p for r in (row, *more) for p in mirror_params(r)]
-                conn.execute(INSERT_MIRROR.format(s=self.mirror_schema) + values * len(more), params)
-                return
-            conn.execute(INSERT_MIRROR.format(s=self.mirror_schema), mirror_params(row))
+            if before or commit:
+                run_pipeline(conn, [*before, (name, params, formats), *(["COMMIT"] if commit else [])])
+            else:
+                check_result(conn, conn.pgconn.exec_prepared(name, params, formats))
         except self.psycopg.Error as exc:
             if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
                 raise
@@ -451,6 +518,29 @@ class PostgresAdapter:
                 hint="another operator appended to this log; run `mreg sync` and try again",
                 target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
             ) from None
+
+    def _mirror_statement(self, conn, n: int) -> bytes:
+        """The name of the prepared INSERT of ``n`` mirror rows on ``conn`` (prepared on first use)."""
+        if self._prepared_on is not conn:
+            self._prepared_on, self._prepared = conn, {}
+        name = self._prepared.get(n)
+        if name is None:
+            text = insert_mirror_sql(self.mirror_schema, n)
+            name = f"mreg_mirror_{n}_{hashlib.sha256(text.encode()).hexdigest()[:12]}".encode()
+            try:
+                check_result(conn, conn.pgconn.prepare(name, text.encode(conn.info.encoding)))
+            except self.psycopg.errors.DuplicatePreparedStatement:
+                pass  # the same text under the same name (a shared pglite session)
+            self._prepared[n] = name
+        return name
+
+    def simple_ok(self, text: str) -> bool:
+        """Whether a step may go through libpq's ``PQexec`` (not ``COPY``, which needs psycopg's copy())."""
+        return not _COPY.search(text)
+
+    def run_simple(self, conn, text: str) -> int:
+        """Run ``text`` (statements without parameters) in one simple query; the last row count, or -1."""
+        return check_result(conn, conn.pgconn.exec_(text.encode(conn.info.encoding)))
 
     @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
@@ -544,14 +634,17 @@ class PostgresAdapter:
             setup.append(self._tenant_sql(tenant, local=transactional))
         if transactional:
             setup.insert(0, "BEGIN")
-        sess = PgSession(self, conn, transactional)
+        # Held back and sent with the first statement: PostgreSQL 13 and later apply a SET LOCAL
+        # statement_timeout to the later statements of the same simple query (12 did not).
+        hold = transactional and conn.info.server_version >= 130000
+        sess = PgSession(self, conn, transactional, setup if hold else None)
         self._in_session = True
         saved = None
         try:
             if setup and not transactional:  # SET is session-wide: put the old values back afterwards
                 saved = conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
                                      "current_setting('search_path')").fetchone()
-            if setup:
+            if setup and not hold:
                 try:
                     conn.execute("; ".join(setup))
                 except self.psycopg.Error as exc:
@@ -559,7 +652,8 @@ class PostgresAdapter:
             yield sess
         except BaseException:
             if transactional and not sess.done and not conn.broken and not conn.closed:
-                conn.execute("ROLLBACK")
+                if sess.setup is None:  # else nothing was sent
+                    conn.execute("ROLLBACK")
                 sess.done = True
             raise
         else:
