@@ -1,6 +1,6 @@
 """The ledger's tables in catalog.db: leaves, perfect-subtree nodes, checkpoints, witness state.
 
-Tables (created with sqlite-utils, see docs/ledger-format.md#store):
+Tables (as sqlite-utils creates them, see ``SCHEMA`` and docs/ledger-format.md#store):
 
 - ``ledger_leaves(origin, seq, leaf, leaf_hash, event_type, event_id, actor, time, keyid)``:
   one row per leaf; ``leaf`` is the exact bytes, the other columns are
@@ -39,6 +39,56 @@ from ledger.note import parse as parse_note
 from ledger.statement import StatementError, statement_bytes, utc_now
 
 TABLES = ("ledger_leaves", "ledger_nodes", "ledger_checkpoints", "ledger_witness_state")
+
+
+# The tables and indexes as sqlite-utils creates them (``create_with_sqlite_utils`` below is that
+# code; tests/unit/test_ledger_store.py holds the two equal). A fresh catalog is created from these
+# statements so that engine commands need not import sqlite-utils (docs/performance.md).
+SCHEMA = {
+    "ledger_leaves": (
+        'CREATE TABLE "ledger_leaves" (\n   "origin" TEXT NOT NULL,\n   "seq" INTEGER NOT NULL,\n'
+        '   "leaf" BLOB NOT NULL,\n   "leaf_hash" BLOB NOT NULL,\n   "event_type" TEXT,\n   "event_id" TEXT,\n'
+        '   "actor" TEXT,\n   "time" TEXT,\n   "keyid" TEXT,\n   PRIMARY KEY ("origin", "seq")\n)',
+        'CREATE INDEX "idx_ledger_leaves_event_id"\n    ON "ledger_leaves" ("event_id")',
+    ),
+    "ledger_nodes": (
+        'CREATE TABLE "ledger_nodes" (\n   "origin" TEXT NOT NULL,\n   "level" INTEGER NOT NULL,\n'
+        '   "idx" INTEGER NOT NULL,\n   "hash" BLOB NOT NULL,\n   PRIMARY KEY ("origin", "level", "idx")\n)',
+    ),
+    "ledger_checkpoints": (
+        'CREATE TABLE "ledger_checkpoints" (\n   "id" INTEGER PRIMARY KEY,\n   "origin" TEXT NOT NULL,\n'
+        '   "size" INTEGER NOT NULL,\n   "root" BLOB NOT NULL,\n   "note" TEXT NOT NULL,\n   "created" TEXT\n)',
+        'CREATE UNIQUE INDEX "idx_ledger_checkpoints_origin_note"\n    ON "ledger_checkpoints" ("origin", "note")',
+        'CREATE INDEX "idx_ledger_checkpoints_origin_size"\n    ON "ledger_checkpoints" ("origin", "size")',
+    ),
+    "ledger_witness_state": (
+        'CREATE TABLE "ledger_witness_state" (\n   "id" INTEGER PRIMARY KEY,\n   "origin" TEXT,\n'
+        '   "witness" TEXT,\n   "size" INTEGER,\n   "root" BLOB,\n   "timestamp" INTEGER,\n   "note" TEXT\n)',
+        'CREATE UNIQUE INDEX "idx_ledger_witness_state_origin_witness_size_root"\n'
+        '    ON "ledger_witness_state" ("origin", "witness", "size", "root")',
+    ),
+}
+
+
+def create_with_sqlite_utils(db) -> None:
+    """The ledger tables created with sqlite-utils (``db``: a ``sqlite_utils.Database``): the
+    reference ``SCHEMA`` is checked against."""
+    db["ledger_leaves"].create(
+        {"origin": str, "seq": int, "leaf": bytes, "leaf_hash": bytes, "event_type": str,
+         "event_id": str, "actor": str, "time": str, "keyid": str},
+        pk=("origin", "seq"), not_null={"origin", "seq", "leaf", "leaf_hash"})
+    db["ledger_leaves"].create_index(["event_id"])
+    db["ledger_nodes"].create({"origin": str, "level": int, "idx": int, "hash": bytes},
+                              pk=("origin", "level", "idx"), not_null={"origin", "level", "idx", "hash"})
+    db["ledger_checkpoints"].create(
+        {"id": int, "origin": str, "size": int, "root": bytes, "note": str, "created": str},
+        pk="id", not_null={"origin", "size", "root", "note"})
+    db["ledger_checkpoints"].create_index(["origin", "note"], unique=True)
+    db["ledger_checkpoints"].create_index(["origin", "size"])
+    db["ledger_witness_state"].create(
+        {"id": int, "origin": str, "witness": str, "size": int, "root": bytes, "timestamp": int, "note": str},
+        pk="id")
+    db["ledger_witness_state"].create_index(["origin", "witness", "size", "root"], unique=True)
 
 
 class StoreError(LedgerError):
@@ -93,29 +143,12 @@ class LedgerStore:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            db = self.db
-            if not db["ledger_leaves"].exists():
-                db["ledger_leaves"].create(
-                    {"origin": str, "seq": int, "leaf": bytes, "leaf_hash": bytes, "event_type": str,
-                     "event_id": str, "actor": str, "time": str, "keyid": str},
-                    pk=("origin", "seq"), not_null={"origin", "seq", "leaf", "leaf_hash"})
-                db["ledger_leaves"].create_index(["event_id"])
-            if not db["ledger_nodes"].exists():
-                db["ledger_nodes"].create({"origin": str, "level": int, "idx": int, "hash": bytes},
-                                          pk=("origin", "level", "idx"),
-                                          not_null={"origin", "level", "idx", "hash"})
-            if not db["ledger_checkpoints"].exists():
-                db["ledger_checkpoints"].create(
-                    {"id": int, "origin": str, "size": int, "root": bytes, "note": str, "created": str},
-                    pk="id", not_null={"origin", "size", "root", "note"})
-                db["ledger_checkpoints"].create_index(["origin", "note"], unique=True)
-                db["ledger_checkpoints"].create_index(["origin", "size"])
-            if not db["ledger_witness_state"].exists():
-                db["ledger_witness_state"].create(
-                    {"id": int, "origin": str, "witness": str, "size": int, "root": bytes,
-                     "timestamp": int, "note": str}, pk="id")
-                db["ledger_witness_state"].create_index(["origin", "witness", "size", "root"],
-                                                        unique=True)
+            present = {name for (name,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+            for table in TABLES:
+                if table not in present:
+                    for statement in SCHEMA[table]:
+                        self.conn.execute(statement)
             for table in TABLES:
                 for op in ("UPDATE", "DELETE"):
                     self.conn.execute(

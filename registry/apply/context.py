@@ -20,9 +20,30 @@ from registry.errors import DatabaseError, TargetUnavailable
 
 def load_migrations(cfg) -> list:
     """The registered migrations (the registry's view), else the canonical files under ``migrations/``."""
-    from registry.registration import registered_migrations
+    if _has_registry(Path(cfg.catalog.value)):
+        from registry.registration import registered_migrations
 
-    return list(registered_migrations(cfg)) or parse_folder(cfg)
+        found = list(registered_migrations(cfg))
+        if found:
+            return found
+    return parse_folder(cfg)
+
+
+def _has_registry(catalog: Path) -> bool:
+    """Whether catalog.db holds registered migrations (read without creating the catalog's tables)."""
+    import sqlite3
+
+    if not catalog.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(str(catalog), timeout=60)
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
+            return bool(found and conn.execute("SELECT 1 FROM migrations WHERE status = 'active' LIMIT 1").fetchone())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True  # let the registry report what is wrong with it
 
 
 def parse_folder(cfg) -> list:
@@ -30,6 +51,11 @@ def parse_folder(cfg) -> list:
 
     Unchanged files come from catalog.db's parse cache (``registry.apply.parsecache``).
     """
+    return _parse_cached(cfg, _folder_files(cfg))
+
+
+def _folder_files(cfg) -> list[tuple[str, bytes, str | None]]:
+    """(path shown, bytes, database hint) of every migration file under ``cfg.migrations.value``."""
     from registry.discovery.rules import database_from_path  # the scan's folder -> database rule
     from registry.parse import EXTENSIONS
 
@@ -46,7 +72,101 @@ def parse_folder(cfg) -> list:
         except ValueError:
             shown = str(path)
         files.append((shown, path.read_bytes(), database))
-    return _parse_cached(cfg, files)
+    return files
+
+
+PARALLEL_MIN_FILES = 100  # below this, parsing in a worker process gains less than it costs
+
+
+class Loading:
+    """The migrations of an engine command, parsed in a worker process while the engine connects.
+
+    ``start_loading`` forks one worker (only where ``fork`` is safe: ``ledger.workers.context``,
+    a single-threaded process) that parses the folder (parse cache included) and sends the
+    ``Migration`` objects back through a pipe, while this process imports the driver, connects,
+    takes the locks and pulls the mirrors. ``result()`` waits for them; if the worker failed
+    or died, the folder is parsed here, so a bad file raises its usual ``ParseError``.
+    ``cancel()`` stops a worker whose result is no longer wanted. See docs/performance.md.
+    """
+
+    def __init__(self, cfg, files=None, ready: list | None = None) -> None:
+        self.cfg, self.files, self.ready = cfg, files, ready
+        self.proc = self.conn = None
+        if ready is None:
+            self._start()
+
+    def _start(self) -> None:
+        from ledger.workers import context
+
+        ctx = context()
+        if ctx.get_start_method() != "fork":
+            return
+        reader, writer = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_parse_worker, args=(self.cfg, self.files, reader, writer), daemon=True,
+                                name="mreg-parse")
+        self.proc.start()
+        writer.close()
+        self.conn = reader
+
+    def result(self) -> list:
+        if self.ready is not None:
+            return self.ready
+        found = None
+        if self.conn is not None:
+            import pickle
+
+            try:
+                found = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError, pickle.UnpicklingError):
+                found = None
+            self._stop()
+        if found is None:  # no worker, or it failed: parse here (a bad file raises its ParseError)
+            found = _parse_cached(self.cfg, self.files)
+        self.ready = found
+        return found
+
+    def cancel(self) -> None:
+        if self.proc is not None and self.ready is None:
+            self.proc.terminate()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.proc is not None:
+            self.proc.join()
+            self.proc = None
+
+
+def _parse_worker(cfg, files, reader, writer) -> None:
+    import pickle
+
+    reader.close()  # so that the pipe breaks (and this worker ends) if the engine's process dies
+    try:
+        data = pickle.dumps(_parse_cached(cfg, files), protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:  # the engine parses again and reports the error itself
+        data = pickle.dumps(None)
+    try:
+        writer.send_bytes(data)
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+def start_loading(cfg) -> Loading:
+    """Begin loading the migrations (``load_migrations``); large folders parse in a worker process."""
+    if _has_registry(Path(cfg.catalog.value)):
+        from registry.registration import registered_migrations
+
+        found = list(registered_migrations(cfg))
+        if found:
+            return Loading(cfg, ready=found)
+    files = _folder_files(cfg)
+    if len(files) < PARALLEL_MIN_FILES:
+        return Loading(cfg, ready=_parse_cached(cfg, files))
+    return Loading(cfg, files)
 
 
 def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]]) -> list:

@@ -124,7 +124,13 @@ def _session(adapter, transactional: bool, entry):
     return adapter.session(transactional, **kwargs)
 
 
-def _execute(session, step: Step, entry):
+def _execute(session, step: Step, entry, meanwhile=None):
+    """Run ``step``; ``meanwhile`` (client work) runs while the server works on it where the
+    session can overlap the two (``session.overlaps``), else before the step is sent."""
+    if meanwhile is not None:
+        if getattr(session, "overlaps", False):
+            return session.execute(step, path=entry.migration.path, meanwhile=meanwhile)
+        meanwhile()
     try:
         return session.execute(step, path=entry.migration.path)
     except TypeError:  # an adapter whose execute takes only the step
@@ -240,7 +246,8 @@ def _run_transactional(log, adapter, entry):
                 bad = check_rules(s, entry, "pre", adapter.kind)
                 if bad is None:
                     for i, step in enumerate(entry.steps):
-                        _execute(s, step, entry)
+                        # apply_started (time and id fixed above) is signed while the server runs the step
+                        _execute(s, step, entry, log.sign_pending if i == 0 else None)
                         yield Progress("step_done", entry.target, m.id, entry.phase, entry.tenant, i + 1, total,
                                        message=step.name or f"step {i + 1}")
                     bad = check_rules(s, entry, "post", adapter.kind)

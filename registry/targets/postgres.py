@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import secrets
+import select
 import socket
 import time
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ from registry.targets.sqlcommon import (
 
 LOCK_POLL_S = 0.2
 _COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
+FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR (psycopg is imported lazily)
 SHADOW_PREFIX = "mreg_shadow_"
 
 
@@ -108,25 +110,31 @@ class PgSession:
             self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
     # -- running steps ------------------------------------------------------
+    overlaps = True  # execute(meanwhile=...) runs client work while the server runs the step
+
     def execute(self, step: Step, *, path: str | None = None, params: dict | None = None,
-                savepoint: bool = False) -> int:
+                savepoint: bool = False, meanwhile=None) -> int:
         """Run one step exactly as written; return the affected row count (-1 if none).
 
         ``savepoint=True`` (transactional sessions) wraps the step in a savepoint,
         so after a ``LockNotAvailable`` the session is still usable and the
-        engine may run the step again.
+        engine may run the step again. ``meanwhile()`` runs after the step is sent and
+        before its result is read (before the step, when it goes through psycopg).
         """
         step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
         simple = not params and not use_sp and self.adapter.simple_ok(step.content)
         if self.rows or not simple:
             self._send_held()
+        if meanwhile is not None and not simple:
+            meanwhile()
+            meanwhile = None
         try:
             if simple:
                 text = step.content
                 if self.setup is not None:  # one round trip: BEGIN; SET LOCAL ...; the step
                     text, self.setup = "; ".join(self.setup) + ";\n" + text, None
-                return self.adapter.run_simple(self.conn, text)
+                return self.adapter.run_simple(self.conn, text, meanwhile)
             if use_sp:
                 self.conn.execute("SAVEPOINT mreg_step")
             cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
@@ -402,8 +410,6 @@ class PostgresAdapter:
         conn = self._lock_conn
         lost = conn is None or conn.closed or conn.broken
         if not lost:
-            import select
-
             try:
                 readable, _, _ = select.select([conn.fileno()], [], [], 0)
             except (OSError, ValueError):
@@ -538,9 +544,30 @@ class PostgresAdapter:
         """Whether a step may go through libpq's ``PQexec`` (not ``COPY``, which needs psycopg's copy())."""
         return not _COPY.search(text)
 
-    def run_simple(self, conn, text: str) -> int:
-        """Run ``text`` (statements without parameters) in one simple query; the last row count, or -1."""
-        return check_result(conn, conn.pgconn.exec_(text.encode(conn.info.encoding)))
+    def run_simple(self, conn, text: str, meanwhile=None) -> int:
+        """Run ``text`` (statements without parameters) in one simple query; the last row count, or -1.
+
+        ``meanwhile()`` runs once the query is sent, while the server works; the results are
+        read after it (also when it raises), so the connection is always left idle.
+        """
+        pg = conn.pgconn
+        data = text.encode(conn.info.encoding)
+        if meanwhile is None:
+            return check_result(conn, pg.exec_(data))
+        pg.send_query(data)
+        while pg.flush():  # non-blocking connection: wait until the query is on its way
+            select.select([], [pg.socket], [], 1.0)
+        try:
+            meanwhile()
+        finally:
+            last = error = None
+            while (res := pg.get_result()) is not None:
+                last = res
+                if error is None and res.status == FATAL_ERROR:
+                    error = res
+        if last is None:
+            raise self.psycopg.OperationalError(pg.get_error_message(conn.info.encoding) or "no result")
+        return check_result(conn, error or last)
 
     @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:

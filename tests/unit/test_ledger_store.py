@@ -219,3 +219,21 @@ def test_parallel_signing_beside_another_thread_uses_the_fork_server(tmp_path):
     finally:
         stop.set()
         helper.join()
+
+
+def test_schema_statements_are_what_sqlite_utils_creates(tmp_path):
+    """A fresh catalog is created from ledger.store.SCHEMA (no sqlite-utils import on the engine's
+    path): the same tables and indexes, byte for byte, as the sqlite-utils calls they stand for."""
+    import sqlite_utils
+
+    from ledger.store import create_with_sqlite_utils
+
+    reference = sqlite_utils.Database(tmp_path / "ref.db")
+    create_with_sqlite_utils(reference)
+    with LedgerStore(tmp_path / "store.db") as s:
+        ours = s.conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                              "WHERE type IN ('table', 'index') ORDER BY name").fetchall()
+    theirs = reference.conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                                    "WHERE type IN ('table', 'index') ORDER BY name").fetchall()
+    assert ours == theirs
+    assert len(ours) == 4 + 4 + 2  # tables, named indexes, the two primary-key auto-indexes
