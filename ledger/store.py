@@ -22,7 +22,6 @@ run under ``BEGIN IMMEDIATE``; the database uses WAL with ``synchronous=FULL``.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from base64 import b64encode as _b64e
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Iterable
 from ledger.checkpoint import parse_body, parse_checkpoint, sign_checkpoint
 from ledger.dsse import PAYLOAD_TYPE
 from ledger.errors import LedgerError
-from ledger.log import ZERO_HASH, LeafError, build_leaf, parse_leaf
+from ledger.log import ZERO_HASH, LeafError, parse_leaf, signed_leaf
 from ledger.merkle import EMPTY_ROOT, Frontier, ProofError, consistency_path, inclusion_path, \
     leaf_hash, subtree_root
 from ledger.note import parse as parse_note
@@ -286,14 +285,10 @@ class LedgerStore:
         try:
             seq, prev = self.head(origin)
             frontier = self._frontier(origin, seq)
-            fast = bool(_SAFE_KEYID.fullmatch(keyid))
             for stmts, signed in parts:
                 rows, nodes = [], []
                 for stmt, (payload64, sig64) in zip(stmts, signed):
-                    if fast:  # the bytes build_leaf makes for this envelope shape, without rebuilding it
-                        leaf = (_LEAF_FMT % (payload64, keyid, sig64, _b64e(prev).decode(), seq)).encode()
-                    else:
-                        leaf = build_leaf(seq, prev, _envelope(payload64, keyid, sig64))
+                    leaf = signed_leaf(seq, prev, payload64, keyid, sig64)
                     lh = leaf_hash(leaf)
                     rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
                                  stmt["time"], keyid))
@@ -377,6 +372,40 @@ class LedgerStore:
             self._frontiers.pop(origin, None)
             raise
 
+    def add_built_leaves(self, origin: str, items: list[tuple[bytes, int, bytes, dict, str]]) -> None:
+        """Store leaves this process built and a target's mirror accepted: ``(leaf, seq, prev,
+        statement, keyid)`` each, the leaf made by ``signed_leaf``/``build_leaf`` from that statement
+        (validated by ``new_statement_bytes``). The chain is checked as ``add_leaves`` checks it;
+        the bytes are not parsed again. Anything unexpected goes through ``add_leaves``."""
+        if not items:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            size, prev = self.head(origin)
+            if items[0][1] != size or items[0][2] != prev:
+                self.conn.execute("ROLLBACK")
+                return self.add_leaves(origin, [item[0] for item in items])
+            frontier = self._frontier(origin, size)
+            rows, nodes = [], []
+            for leaf, seq, leaf_prev, stmt, keyid in items:
+                if seq != size or leaf_prev != prev or stmt.get("ledger") != origin:
+                    raise StoreError(f"{origin} seq {seq}: not the next leaf of this log", log=origin, seq=seq,
+                                     field="seq", expected=size, found=seq,
+                                     hint="pull the missing leaves first (`mreg sync`)")
+                lh = leaf_hash(leaf)
+                rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"], stmt["time"],
+                             keyid))
+                for level, idx, h in frontier.append(lh):
+                    nodes.append((origin, level, idx, h))
+                size, prev = size + 1, lh
+            self._insert(origin, rows, nodes)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._frontiers.pop(origin, None)
+            raise
+
     # --- checkpoints ----------------------------------------------------------------------
 
     def checkpoint(self, origin: str, signer) -> str:
@@ -456,15 +485,7 @@ def _sign_one(origin: str, stmt: dict, signer) -> tuple[str, str]:
     return _b64e(payload).decode(), _b64e(sig).decode()
 
 
-def _envelope(payload64: str, keyid: str, sig64: str) -> dict:
-    return {"payload": payload64, "payloadType": PAYLOAD_TYPE,
-            "signatures": [{"keyid": keyid, "sig": sig64}]}
-
-
 _PTYPE = PAYLOAD_TYPE.encode()
-_SAFE_KEYID = re.compile(r"[A-Za-z0-9+/:=_.@-]*")
-_LEAF_FMT = ('{"envelope":{"payload":"%s","payloadType":"' + PAYLOAD_TYPE + '","signatures":[{"keyid":"%s",'
-             '"sig":"%s"}]},"prev":"%s","seq":%d,"v":1}')
 
 
 _worker: dict = {}

@@ -89,8 +89,8 @@ class Loading:
     ``cancel()`` stops a worker whose result is no longer wanted. See docs/performance.md.
     """
 
-    def __init__(self, cfg, files=None, ready: list | None = None) -> None:
-        self.cfg, self.files, self.ready = cfg, files, ready
+    def __init__(self, cfg, ready: list | None = None) -> None:
+        self.cfg, self.ready = cfg, ready
         self.proc = self.conn = None
         if ready is None:
             self._start()
@@ -102,7 +102,7 @@ class Loading:
         if ctx.get_start_method() != "fork":
             return
         reader, writer = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_parse_worker, args=(self.cfg, self.files, reader, writer), daemon=True,
+        self.proc = ctx.Process(target=_parse_worker, args=(self.cfg, reader, writer), daemon=True,
                                 name="mreg-parse")
         self.proc.start()
         writer.close()
@@ -121,7 +121,7 @@ class Loading:
                 found = None
             self._stop()
         if found is None:  # no worker, or it failed: parse here (a bad file raises its ParseError)
-            found = _parse_cached(self.cfg, self.files)
+            found = parse_folder(self.cfg)
         self.ready = found
         return found
 
@@ -139,12 +139,12 @@ class Loading:
             self.proc = None
 
 
-def _parse_worker(cfg, files, reader, writer) -> None:
+def _parse_worker(cfg, reader, writer) -> None:
     import pickle
 
     reader.close()  # so that the pipe breaks (and this worker ends) if the engine's process dies
     try:
-        data = pickle.dumps(_parse_cached(cfg, files), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(parse_folder(cfg), protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException:  # the engine parses again and reports the error itself
         data = pickle.dumps(None)
     try:
@@ -163,10 +163,28 @@ def start_loading(cfg) -> Loading:
         found = list(registered_migrations(cfg))
         if found:
             return Loading(cfg, ready=found)
-    files = _folder_files(cfg)
-    if len(files) < PARALLEL_MIN_FILES:
-        return Loading(cfg, ready=_parse_cached(cfg, files))
-    return Loading(cfg, files)
+    if _count_files(Path(cfg.migrations.value), PARALLEL_MIN_FILES) < PARALLEL_MIN_FILES:
+        return Loading(cfg, ready=parse_folder(cfg))
+    return Loading(cfg)  # the worker lists, reads and parses the folder
+
+
+def _count_files(root: Path, enough: int) -> int:
+    """How many entries the folder tree holds, counting up to ``enough``."""
+    import os
+
+    n = 0
+    stack = [root]
+    while stack and n < enough:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        n += 1
+        except OSError:
+            continue
+    return n
 
 
 def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]]) -> list:

@@ -25,8 +25,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ledger.dsse import sign_payload
-from ledger.log import build_leaf
+from ledger.dsse import PAYLOAD_TYPE, b64_std, pae
+from ledger.log import signed_leaf
 from ledger.merkle import leaf_hash
 from ledger.statement import new_statement_bytes, utc_now
 from registry.errors import DatabaseError
@@ -128,24 +128,21 @@ class TargetLog:
         return [parse_leaf(leaf).statement for leaf in self.store.leaves(self.origin)]
 
     # -- appending --------------------------------------------------------------
-    def build(self, type: str, migration=None, details: dict | None = None,
-              refs: list[str] | None = None) -> tuple[bytes, str]:
-        """Sign a statement and build its leaf on the current head (not yet stored anywhere)."""
-        leaf, _, stmt, _ = self._build(type, migration, details, refs)
-        return leaf, stmt["event_id"]
-
     def _build(self, type: str, migration, details, refs, when: str | None = None,
                event_id: str | None = None) -> tuple[bytes, int, dict, bytes]:
-        """(leaf, seq, statement, leaf hash) of the next event; the head moves past it."""
+        """Sign the next event and build its leaf on the head (staged: it counts once its session
+        commits); return (leaf, seq, statement, leaf hash). The head moves past it."""
         stmt, payload = new_statement_bytes(
             ledger=self.origin, type=type, actor=self.actor,
             migration=migration_ref(migration) if migration is not None else None,
             target=self._target_ref, refs=refs, details=clean(details or {}), time=when, event_id=event_id,
         )
-        seq = self.size
-        leaf = build_leaf(seq, self.prev, sign_payload(payload, self.signer))
+        seq, prev = self.size, self.prev
+        sig = self.signer.sign(pae(PAYLOAD_TYPE, payload))
+        leaf = signed_leaf(seq, prev, b64_std(payload), self.signer.keyid, b64_std(sig))
         self.size += 1
         self.prev = lh = leaf_hash(leaf)
+        self.staged.append((leaf, seq, prev, stmt, self.signer.keyid))
         return leaf, seq, stmt, lh
 
     @property
@@ -168,7 +165,6 @@ class TargetLog:
         self.sign_pending()
         built = self._build(type, migration, details, refs)
         self.deferred.append(built)
-        self.staged.append(built[0])
         self.write_deferred(session)
         return built[2]["event_id"]
 
@@ -176,9 +172,7 @@ class TargetLog:
         """Sign the deferred events not signed yet and build their leaves, in order."""
         pending, self.pending = self.pending, []
         for type, migration, details, refs, when, event_id in pending:
-            built = self._build(type, migration, details, refs, when, event_id)
-            self.deferred.append(built)
-            self.staged.append(built[0])
+            self.deferred.append(self._build(type, migration, details, refs, when, event_id))
 
     def write_deferred(self, session) -> None:
         self.sign_pending()
@@ -215,8 +209,8 @@ class TargetLog:
         """Copy committed leaves into catalog.db (the mirror already holds them)."""
         self.flushed_at = time.monotonic()
         if self.unflushed:
-            leaves, self.unflushed = self.unflushed, []
-            self.store.add_leaves(self.origin, leaves)
+            built, self.unflushed = self.unflushed, []
+            self.store.add_built_leaves(self.origin, built)
 
     def record(self, type: str, migration=None, details: dict | None = None,
                refs: list[str] | None = None, *, tenant: str | None = None) -> str:
