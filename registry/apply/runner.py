@@ -92,6 +92,8 @@ def rule_phase(rule, default: str) -> str:
 
 def check_rules(session, entry, kind: str, target_type: str):
     """Run the ``kind`` (pre/post) rules; return the first failing critical rule as a dict, or None."""
+    if not entry.migration.validation:
+        return None
     names = entry.migration.phase_names
     default_phase = names[0] if kind == "pre" else names[-1]
     for rule in entry.migration.validation:
