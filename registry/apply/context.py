@@ -155,8 +155,33 @@ def _parse_worker(cfg, reader, writer) -> None:
         writer.close()
 
 
+_PREFETCHED: dict = {}  # the Loading started by prefetch_loading, by _loading_key
+
+
+def _loading_key(cfg) -> tuple:
+    return (str(cfg.root), str(cfg.migrations.value), str(cfg.catalog.value))
+
+
+def prefetch_loading(cfg) -> None:
+    """Start ``start_loading(cfg)`` early (the CLI calls it before Typer parses ``apply``'s options);
+    the engine's ``start_loading`` takes it over when its configuration names the same folders."""
+    discard_prefetched()
+    _PREFETCHED[_loading_key(cfg)] = start_loading(cfg)
+
+
+def discard_prefetched() -> None:
+    """Stop a prefetched load nobody took over (the command failed before it needed it)."""
+    for old in _PREFETCHED.values():
+        old.cancel()
+    _PREFETCHED.clear()
+
+
 def start_loading(cfg) -> Loading:
     """Begin loading the migrations (``load_migrations``); large folders parse in a worker process."""
+    early = _PREFETCHED.pop(_loading_key(cfg), None)
+    discard_prefetched()
+    if early is not None:
+        return early
     if _has_registry(Path(cfg.catalog.value)):
         from registry.registration import registered_migrations
 

@@ -7,6 +7,22 @@ import typer
 PHASE_HELP = "expand, migrate, contract or all."
 
 
+def prefetch() -> None:
+    """Start loading the migrations before Typer parses ``apply``'s options (docs/performance.md).
+
+    A large folder is parsed in a worker process meanwhile; ``apply`` takes the result over.
+    Nothing is reported here: if the configuration cannot be read, ``apply`` reads it again and
+    reports the error itself.
+    """
+    try:
+        from registry import config
+        from registry.apply.context import prefetch_loading
+
+        prefetch_loading(config.load())
+    except Exception:  # apply_cmd loads the configuration again and reports the problem
+        return
+
+
 def _is_terminal(stream) -> bool:
     """Whether rich would treat ``stream`` as a terminal (its environment overrides included)."""
     import os
@@ -129,11 +145,15 @@ def apply_cmd(
     """Apply pending migrations phase by phase, under each target's lock, ledgering every step."""
     from registry import config
     from registry.apply import apply
+    from registry.apply.context import discard_prefetched
     from registry.cli.output import emit_json
 
-    records = apply(config.load(), target=target, phase=phase, to=to, dry_run=dry_run,
-                    confirm_contract=confirm_contract, lock_wait_s=lock_wait)
-    seen = _render(records, as_json)
+    try:
+        records = apply(config.load(), target=target, phase=phase, to=to, dry_run=dry_run,
+                        confirm_contract=confirm_contract, lock_wait_s=lock_wait)
+        seen = _render(records, as_json)
+    finally:
+        discard_prefetched()  # a prefetch the command did not take over (it failed before)
     if as_json:
         emit_json({"records": seen})
 
