@@ -20,7 +20,7 @@ from registry.errors import DatabaseError, TargetUnavailable
 
 def load_migrations(cfg) -> list:
     """The registered migrations (the registry's view), else the canonical files under ``migrations/``."""
-    if _has_registry(Path(cfg.catalog.value)):
+    if _registered_count(Path(cfg.catalog.value)):
         from registry.registration import registered_migrations
 
         found = list(registered_migrations(cfg))
@@ -29,21 +29,21 @@ def load_migrations(cfg) -> list:
     return parse_folder(cfg)
 
 
-def _has_registry(catalog: Path) -> bool:
-    """Whether catalog.db holds registered migrations (read without creating the catalog's tables)."""
+def _registered_count(catalog: Path) -> int:
+    """How many active migrations catalog.db's registry holds (read without creating its tables)."""
     import sqlite3
 
     if not catalog.is_file():
-        return False
+        return 0
     try:
         conn = sqlite3.connect(str(catalog), timeout=60)
         try:
             found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
-            return bool(found and conn.execute("SELECT 1 FROM migrations WHERE status = 'active' LIMIT 1").fetchone())
+            return conn.execute("SELECT count(*) FROM migrations WHERE status = 'active'").fetchone()[0] if found else 0
         finally:
             conn.close()
     except sqlite3.Error:
-        return True  # let the registry report what is wrong with it
+        return 1  # let the registry report what is wrong with it
 
 
 def parse_folder(cfg) -> list:
@@ -82,10 +82,10 @@ class Loading:
     """The migrations of an engine command, parsed in a worker process while the engine connects.
 
     ``start_loading`` forks one worker (only where ``fork`` is safe: ``ledger.workers.context``,
-    a single-threaded process) that parses the folder (parse cache included) and sends the
-    ``Migration`` objects back through a pipe, while this process imports the driver, connects,
-    takes the locks and pulls the mirrors. ``result()`` waits for them; if the worker failed
-    or died, the folder is parsed here, so a bad file raises its usual ``ParseError``.
+    a single-threaded process) that runs ``load_migrations`` (the registry's files, or the folder
+    with its parse cache) and sends the ``Migration`` objects back through a pipe, while this
+    process imports the driver, connects, takes the locks and pulls the mirrors. ``result()`` waits for them; if the worker failed
+    or died, they are loaded here, so a bad file raises its usual ``ParseError``.
     ``cancel()`` stops a worker whose result is no longer wanted. See docs/performance.md.
     """
 
@@ -120,8 +120,8 @@ class Loading:
             except (EOFError, OSError, pickle.UnpicklingError):
                 found = None
             self._stop()
-        if found is None:  # no worker, or it failed: parse here (a bad file raises its ParseError)
-            found = parse_folder(self.cfg)
+        if found is None:  # no worker, or it failed: load here (a bad file raises its ParseError)
+            found = load_migrations(self.cfg)
         self.ready = found
         return found
 
@@ -144,7 +144,7 @@ def _parse_worker(cfg, reader, writer) -> None:
 
     reader.close()  # so that the pipe breaks (and this worker ends) if the engine's process dies
     try:
-        data = pickle.dumps(parse_folder(cfg), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(load_migrations(cfg), protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException:  # the engine parses again and reports the error itself
         data = pickle.dumps(None)
     try:
@@ -177,20 +177,15 @@ def discard_prefetched() -> None:
 
 
 def start_loading(cfg) -> Loading:
-    """Begin loading the migrations (``load_migrations``); large folders parse in a worker process."""
+    """Begin loading the migrations (``load_migrations``); 100 or more load in a worker process."""
     early = _PREFETCHED.pop(_loading_key(cfg), None)
     discard_prefetched()
     if early is not None:
         return early
-    if _has_registry(Path(cfg.catalog.value)):
-        from registry.registration import registered_migrations
-
-        found = list(registered_migrations(cfg))
-        if found:
-            return Loading(cfg, ready=found)
-    if _count_files(Path(cfg.migrations.value), PARALLEL_MIN_FILES) < PARALLEL_MIN_FILES:
-        return Loading(cfg, ready=parse_folder(cfg))
-    return Loading(cfg)  # the worker lists, reads and parses the folder
+    if (_registered_count(Path(cfg.catalog.value)) < PARALLEL_MIN_FILES
+            and _count_files(Path(cfg.migrations.value), PARALLEL_MIN_FILES) < PARALLEL_MIN_FILES):
+        return Loading(cfg, ready=load_migrations(cfg))
+    return Loading(cfg)  # the worker reads the registry or lists, reads and parses the folder
 
 
 def _count_files(root: Path, enough: int) -> int:
