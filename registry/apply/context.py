@@ -55,23 +55,38 @@ def parse_folder(cfg) -> list:
 
 
 def _folder_files(cfg) -> list[tuple[str, bytes, str | None]]:
-    """(path shown, bytes, database hint) of every migration file under ``cfg.migrations.value``."""
+    """(path shown, bytes, database hint) of every migration file under ``cfg.migrations.value``.
+
+    The files ``sorted(root.rglob("*"))`` lists (symlinked folders not entered), in that order,
+    walked with ``os.walk`` and plain strings (pathlib costs more than the parsing of small files).
+    """
+    import os
+
     from registry.discovery.rules import database_from_path  # the scan's folder -> database rule
     from registry.parse import EXTENSIONS
 
     root = Path(cfg.migrations.value)
     if not root.is_dir():
         return []
+    base = str(root)
+    found = []
+    for dirpath, _dirs, names in os.walk(base):
+        rel = os.path.relpath(dirpath, base)
+        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+        for name in names:
+            stem, dot, ext = name.rpartition(".")
+            if not dot or not stem or ext not in EXTENSIONS or name.startswith((".", "_")):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.isfile(full):
+                found.append((parts + (name,), full))
+    found.sort()
+    top = str(cfg.root).rstrip(os.sep) + os.sep
     files = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix[1:] not in EXTENSIONS or path.name.startswith((".", "_")):
-            continue
-        database = database_from_path(path.relative_to(root).as_posix())
-        try:
-            shown = str(path.relative_to(cfg.root))
-        except ValueError:
-            shown = str(path)
-        files.append((shown, path.read_bytes(), database))
+    for parts, full in found:
+        shown = full[len(top):] if full.startswith(top) else full
+        with open(full, "rb") as fh:
+            files.append((shown, fh.read(), database_from_path("/".join(parts))))
     return files
 
 

@@ -103,3 +103,27 @@ def test_cancel_stops_the_worker(tmp_path):
     proc = loading.proc
     loading.cancel()
     assert loading.proc is None and (proc is None or not proc.is_alive())
+
+
+def test_the_folder_walk_lists_what_rglob_lists(tmp_path):
+    """_folder_files walks with os.walk; it must list what sorted(rglob("*")) lists, in that order."""
+    import os
+
+    from registry.apply.context import _folder_files
+    from registry.parse import EXTENSIONS
+
+    m = tmp_path / "m"
+    for rel in ("a.sql", "B.sql", "postgres/x.sql", "postgres/.h.sql", "_u.sql", "neo4j/z.cypher", "a.b.sql",
+                "noext", ".sql", "x.SQL", "sub/dir/deep.redis", "a-b/c.sql", "a/c.sql", "a.sql.bak"):
+        (m / rel).parent.mkdir(parents=True, exist_ok=True)
+        (m / rel).write_text(rel)
+    os.symlink(m / "postgres", m / "link")  # a symlinked folder is not entered
+    for root in (tmp_path, tmp_path / "elsewhere"):
+        cfg = SimpleNamespace(root=root, migrations=SimpleNamespace(value=m))
+        want = []
+        for path in sorted(m.rglob("*")):
+            if path.is_file() and path.suffix[1:] in EXTENSIONS and not path.name.startswith((".", "_")):
+                shown = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+                want.append((shown, path.read_bytes()))
+        assert [(shown, data) for shown, data, _ in _folder_files(cfg)] == want
+        assert len(want) == 8
