@@ -257,6 +257,8 @@ def _run_transactional(log, adapter, entry):
                     s.rollback()
                     raise _validation_error(entry, bad)
                 ms = int((time.monotonic() - t0) * 1000)
+                if getattr(s, "overlaps", False):  # apply_started's row goes out now: the server
+                    log.write_deferred(s)           # inserts it while apply_succeeded is signed
                 log.stage(s, "apply_succeeded", m, _phase_details(
                     entry, execution_time_ms=ms, steps=total, rollback_available=bool(m.rollback.get(entry.phase))),
                     refs=[sid], defer=True)

@@ -48,6 +48,7 @@ from registry.targets.sqlcommon import (
     LockHandle,
     LockLost,
     MirrorConflict,
+    Pipeline,
     ShadowUnavailable,
     UnknownTenant,
     RAW_MIRROR_FORMATS,
@@ -58,7 +59,6 @@ from registry.targets.sqlcommon import (
     lock_key,
     raw_mirror_params,
     row_from_record,
-    run_pipeline,
     server_errors,
     step_failed,
 )
@@ -80,11 +80,14 @@ class PgSession:
 
     Round trips (docs/performance.md): a transactional session holds its ``BEGIN``/``SET
     LOCAL`` set-up back and sends it in one simple query with its first step (PostgreSQL 13
-    and later apply ``statement_timeout`` to each statement of such a query); mirror rows
-    appended last travel with the ``COMMIT`` in one libpq pipeline, as a prepared INSERT.
-    Anything else (a query with parameters, a read, a savepoint) first sends what is held
-    back, so statements always reach the server in the order they were issued. Steps
-    without parameters go through libpq's ``PQexec`` (``psycopg.pq``), the rest through psycopg.
+    and later apply ``statement_timeout`` to each statement of such a query). Mirror rows go
+    out at once as prepared INSERTs in a libpq pipeline (the server inserts them while the
+    engine signs the next event) and ``COMMIT`` joins them: their results are read with the
+    commit's, one round trip. Anything else (a query with parameters, a read, a savepoint)
+    first finishes what is in flight and sends what is held back, so statements always reach
+    the server in the order they were issued and a refused row raises before anything else
+    runs. Steps without parameters go through libpq's ``PQexec`` (``psycopg.pq``), the rest
+    through psycopg.
     """
 
     def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool,
@@ -95,10 +98,28 @@ class PgSession:
         self.done = False
         self.path: str | None = None  # the migration file, for error messages
         self.setup = setup  # [BEGIN, SET LOCAL ...]: not sent yet (they travel with the first statement)
-        self.rows: list[MirrorRow] = []  # mirror rows not sent yet (they travel with the next statement)
+        self.rows: list[MirrorRow] = []  # mirror rows held back (adapters without pipelines)
+        self.pipe: Pipeline | None = None  # mirror INSERTs in flight, results not read yet
+
+    def _finish_pipe(self, *, ignore_errors: bool = False) -> None:
+        """Read the results of the statements in flight; raise the first error (``MirrorConflict``
+        for a refused row)."""
+        pipe, self.pipe = self.pipe, None
+        if pipe is None:
+            return
+        error = pipe.finish()
+        if error is None or ignore_errors:
+            return
+        result, row = error
+        try:
+            check_result(self.conn, result)
+        except self.adapter.psycopg.Error as exc:
+            raise (self.adapter._mirror_error(exc, row) if row is not None else exc) from None
 
     def _send_held(self) -> None:
-        """Send the held-back set-up and mirror rows (before a statement that cannot carry them)."""
+        """Finish what is in flight and send what is held back (before a statement that cannot go
+        with them)."""
+        self._finish_pipe()
         if self.setup is not None:
             setup, self.setup = self.setup, None
             try:
@@ -124,7 +145,7 @@ class PgSession:
         step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
         simple = not params and not use_sp and self.adapter.simple_ok(step.content)
-        if self.rows or not simple:
+        if self.pipe is not None or self.rows or not simple:
             self._send_held()
         if meanwhile is not None and not simple:
             meanwhile()
@@ -181,26 +202,39 @@ class PgSession:
 
     @server_errors("appending to the mirror")
     def append_mirrors(self, rows: list[MirrorRow]) -> None:
-        """Insert consecutive rows in one statement; the BEFORE INSERT trigger checks each in order.
+        """Insert consecutive rows; the BEFORE INSERT trigger checks each in order.
 
-        In a transactional session the INSERT is held back until the next statement or the
-        ``COMMIT`` (with which it travels): a refused row raises ``MirrorConflict`` there.
+        In a transactional session the INSERT goes out at once in a libpq pipeline and its
+        result is read with the next statement's or the ``COMMIT``'s: a refused row raises
+        ``MirrorConflict`` there.
         """
         if not rows:
             return
-        if self.transactional and not self.done:
+        if not self.transactional or self.done:
+            self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
+            return
+        if not self.adapter.pipeline_ok:
             self.rows.extend(rows)
             return
-        self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
+        if self.pipe is None:
+            for n in (1, 2):  # prepared before pipeline mode (PQprepare waits for its answer)
+                self.adapter._mirror_statement(self.conn, n)
+            self.pipe = Pipeline(self.conn)
+            for statement in self.setup or ():
+                self.pipe.send(statement)
+            self.setup = None
+        for i in range(0, len(rows), 2):
+            chunk = rows[i:i + 2]
+            self.pipe.send(self.adapter._mirror_item(self.conn, chunk), tag=chunk[0])
+        self.pipe.push()
 
     @server_errors("committing")
     def commit(self) -> None:
         if not self.transactional or self.done:
             return
-        if self.rows and self.adapter.pipeline_ok:  # [set-up,] INSERT, COMMIT: one pipeline, one round trip
-            rows, self.rows = self.rows, []
-            setup, self.setup = self.setup or [], None
-            self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:], before=setup, commit=True)
+        if self.pipe is not None:  # the rows in flight, then COMMIT: their results in one round trip
+            self.pipe.send("COMMIT")
+            self._finish_pipe()
         elif self.setup is not None and not self.rows:  # nothing was sent: nothing to commit
             self.setup = None
         else:
@@ -212,6 +246,7 @@ class PgSession:
     def rollback(self) -> None:
         if self.transactional and not self.done:
             self.rows = []
+            self._finish_pipe(ignore_errors=True)
             if self.setup is not None:  # nothing was sent: nothing to roll back
                 self.setup = None
             elif not self.conn.broken:
@@ -498,32 +533,29 @@ class PostgresAdapter:
             raise
         self._mirror_ready = True
 
-    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = (), *, before: list[str] = (),
-                       commit: bool = False) -> None:
-        """INSERT ``row`` (and ``more``) as one prepared statement; the trigger checks each row in order.
-
-        ``before`` (statements without parameters) and a final ``COMMIT`` travel with it in one
-        libpq pipeline: if anything fails, the server skips the rest and the first error is raised.
-        """
-        rows = (row, *more)
-        enc = conn.info.encoding
-        name = self._mirror_statement(conn, len(rows))
-        params = [p for r in rows for p in raw_mirror_params(r, enc)]
-        formats = RAW_MIRROR_FORMATS * len(rows)
+    def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = ()) -> None:
+        """INSERT ``row`` (and ``more``) as one prepared statement; the trigger checks each row in order."""
         try:
-            if before or commit:
-                run_pipeline(conn, [*before, (name, params, formats), *(["COMMIT"] if commit else [])])
-            else:
-                check_result(conn, conn.pgconn.exec_prepared(name, params, formats))
+            check_result(conn, conn.pgconn.exec_prepared(*self._mirror_item(conn, [row, *more])))
         except self.psycopg.Error as exc:
-            if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
-                raise
-            msg = (exc.diag.message_primary or str(exc)).removeprefix("mreg: ")
-            raise MirrorConflict(
-                f"target {self.target.name}: mirror row {row.origin} seq {row.seq} refused: {msg}",
-                hint="another operator appended to this log; run `mreg sync` and try again",
-                target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
-            ) from None
+            raise self._mirror_error(exc, row) from None
+
+    def _mirror_item(self, conn, rows: list[MirrorRow]) -> tuple:
+        """(prepared statement, parameters, formats) inserting ``rows``."""
+        enc = conn.info.encoding
+        return (self._mirror_statement(conn, len(rows)), [p for r in rows for p in raw_mirror_params(r, enc)],
+                RAW_MIRROR_FORMATS * len(rows))
+
+    def _mirror_error(self, exc, row: MirrorRow) -> Exception:
+        """``MirrorConflict`` for a row the mirror's unique key or trigger refused; else ``exc``."""
+        if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
+            return exc
+        msg = (exc.diag.message_primary or str(exc)).removeprefix("mreg: ")
+        return MirrorConflict(
+            f"target {self.target.name}: mirror row {row.origin} seq {row.seq} refused: {msg}",
+            hint="another operator appended to this log; run `mreg sync` and try again",
+            target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
+        )
 
     def _mirror_statement(self, conn, n: int) -> bytes:
         """The name of the prepared INSERT of ``n`` mirror rows on ``conn`` (prepared on first use)."""
@@ -678,8 +710,12 @@ class PostgresAdapter:
                     raise db_error(exc, self.target.name, "starting a session") from None
             yield sess
         except BaseException:
-            if transactional and not sess.done and not conn.broken and not conn.closed:
-                if sess.setup is None:  # else nothing was sent
+            if transactional and not sess.done:
+                try:
+                    sess._finish_pipe(ignore_errors=True)
+                except self.psycopg.Error:
+                    pass  # the connection is gone: the server rolls the transaction back
+                if sess.setup is None and not conn.broken and not conn.closed:  # else nothing was sent
                     conn.execute("ROLLBACK")
                 sess.done = True
             raise

@@ -244,44 +244,61 @@ def check_result(conn, res) -> int:
     return -1 if n is None else n
 
 
-def run_pipeline(conn, items: list) -> None:
-    """Send ``items`` (SQL text without parameters, or ``(prepared name, params, formats)``) in one
-    libpq pipeline with one Sync: one round trip. After an error the server skips the rest; the
-    first error is raised once the pipeline is drained.
-    """
-    from psycopg import OperationalError, pq
+class Pipeline:
+    """Statements sent in libpq pipeline mode and read back at ``finish()`` (one Sync: one round trip).
 
-    pg = conn.pgconn
-    enc = conn.info.encoding
-    pg.enter_pipeline_mode()
-    try:
-        for item in items:
-            if isinstance(item, str):
-                pg.send_query_params(item.encode(enc), None)
-            else:
-                pg.send_query_prepared(*item)
-        pg.pipeline_sync()
+    The server executes each statement as soon as it arrives (``push()`` sends what is queued),
+    so the caller can go on working meanwhile; after an error the server skips the rest.
+    Items are SQL text without parameters or ``(prepared name, params, formats)``.
+    """
+
+    def __init__(self, conn) -> None:
+        self.conn, self.pg, self.enc = conn, conn.pgconn, conn.info.encoding
+        self.tags: list = []
+        self.pg.enter_pipeline_mode()
+
+    def send(self, item, tag=None) -> None:
+        if isinstance(item, str):
+            self.pg.send_query_params(item.encode(self.enc), None)
+        else:
+            self.pg.send_query_prepared(*item)
+        self.tags.append(tag)
+
+    def push(self) -> None:
+        """Put the queued statements on the wire now (the connection is non-blocking)."""
+        import select
+
+        while self.pg.flush():
+            select.select([], [self.pg.socket], [], 1.0)
+
+    def finish(self):
+        """Sync, read every result and leave pipeline mode; return (first error result, its tag) or None."""
+        from psycopg import OperationalError, pq
+
+        pg = self.pg
         error = None
-        idle = 0
-        while True:
-            res = pg.get_result()
-            if res is None:
-                idle += 1
-                if pg.status != pq.ConnStatus.OK or idle > 2:  # lost, or nothing more will come
-                    raise OperationalError(pg.get_error_message(enc) or "the connection was lost")
-                continue
-            idle = 0
-            if res.status == pq.ExecStatus.PIPELINE_SYNC:
-                break
-            if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
-                error = res
-    finally:
         try:
-            pg.exit_pipeline_mode()
-        except OperationalError:
-            pass  # results left after a lost connection: the connection is unusable anyway
-    if error is not None:
-        check_result(conn, error)
+            pg.pipeline_sync()
+            n = idle = 0
+            while True:
+                res = pg.get_result()
+                if res is None:
+                    idle += 1
+                    if pg.status != pq.ConnStatus.OK or idle > 2:  # lost, or nothing more will come
+                        raise OperationalError(pg.get_error_message(self.enc) or "the connection was lost")
+                    continue
+                idle = 0
+                if res.status == pq.ExecStatus.PIPELINE_SYNC:
+                    break
+                if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                    error = (res, self.tags[n] if n < len(self.tags) else None)
+                n += 1
+        finally:
+            try:
+                pg.exit_pipeline_mode()
+            except OperationalError:
+                pass  # results left after a lost connection: the connection is unusable anyway
+        return error
 
 
 def _parse_time(text: str) -> dt.datetime | None:
