@@ -114,7 +114,10 @@ class PgSession:
         try:
             check_result(self.conn, result)
         except self.adapter.psycopg.Error as exc:
-            raise (self.adapter._mirror_error(exc, row) if row is not None else exc) from None
+            mapped = self.adapter._mirror_error(exc, row) if row is not None else exc
+            if mapped is exc:
+                mapped = db_error(exc, self.adapter.target.name, "appending to the mirror")
+            raise mapped from None
 
     def _send_held(self) -> None:
         """Finish what is in flight and send what is held back (before a statement that cannot go
