@@ -90,6 +90,21 @@ def build_leaf(seq: int, prev: bytes, envelope: dict) -> bytes:
         raise LeafError(f"envelope: {exc.message}", field="envelope", kind="canonical") from None
 
 
+_SAFE_KEYID = re.compile(r"[A-Za-z0-9+/:=_.@-]*")
+_LEAF_FMT = ('{"envelope":{"payload":"%s","payloadType":"' + PAYLOAD_TYPE + '","signatures":[{"keyid":"%s",'
+             '"sig":"%s"}]},"prev":"%s","seq":%d,"v":1}')
+
+
+def signed_leaf(seq: int, prev: bytes, payload64: str, keyid: str, sig64: str) -> bytes:
+    """``build_leaf(seq, prev, envelope)`` for the one-signature envelope of mreg's payload type
+    (``payload64``/``sig64``: standard base64 as ``sign_payload`` writes it). The same bytes,
+    formatted directly when the key id needs no JSON escape (base64 never does)."""
+    if _SAFE_KEYID.fullmatch(keyid) and type(seq) is int and 0 <= seq <= MAX_SAFE_INT and len(prev) == 32:
+        return (_LEAF_FMT % (payload64, keyid, sig64, base64.b64encode(prev).decode("ascii"), seq)).encode("ascii")
+    return build_leaf(seq, prev, {"payload": payload64, "payloadType": PAYLOAD_TYPE,
+                                  "signatures": [{"keyid": keyid, "sig": sig64}]})
+
+
 class Leaf:
     """A parsed leaf: position, chain link, envelope and the statement it carries.
 

@@ -228,6 +228,19 @@ def new_statement(*, ledger: str, type: str, actor: str, migration: dict | None 
                   details: dict | None = None, time: str | None = None,
                   event_id: str | None = None) -> dict:
     """Build and validate a statement; ``time`` defaults to now (UTC), ``event_id`` to a fresh UUID."""
+    return validate_statement(_assemble(ledger, type, actor, migration, target, refs, details, time, event_id))
+
+
+def new_statement_bytes(*, ledger: str, type: str, actor: str, migration: dict | None = None,
+                        target: dict | None = None, refs: list[str] | None = None,
+                        details: dict | None = None, time: str | None = None,
+                        event_id: str | None = None) -> tuple[dict, bytes]:
+    """``new_statement`` and its RFC 8785 bytes (what ``sign_payload`` signs), validated once."""
+    stmt = _assemble(ledger, type, actor, migration, target, refs, details, time, event_id)
+    return stmt, statement_bytes(stmt)
+
+
+def _assemble(ledger, type, actor, migration, target, refs, details, time, event_id) -> dict:
     stmt: dict = {
         "v": STATEMENT_VERSION,
         "ledger": ledger,
@@ -244,4 +257,4 @@ def new_statement(*, ledger: str, type: str, actor: str, migration: dict | None 
         stmt["refs"] = refs if isinstance(refs, str) else list(refs)
     if details is not None:
         stmt["details"] = dict(details)
-    return validate_statement(stmt)
+    return stmt

@@ -1,6 +1,6 @@
 """The ledger's tables in catalog.db: leaves, perfect-subtree nodes, checkpoints, witness state.
 
-Tables (created with sqlite-utils, see docs/ledger-format.md#store):
+Tables (as sqlite-utils creates them, see ``SCHEMA`` and docs/ledger-format.md#store):
 
 - ``ledger_leaves(origin, seq, leaf, leaf_hash, event_type, event_id, actor, time, keyid)``:
   one row per leaf; ``leaf`` is the exact bytes, the other columns are
@@ -22,7 +22,6 @@ run under ``BEGIN IMMEDIATE``; the database uses WAL with ``synchronous=FULL``.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from base64 import b64encode as _b64e
 from pathlib import Path
@@ -32,13 +31,63 @@ from typing import Iterable
 from ledger.checkpoint import parse_body, parse_checkpoint, sign_checkpoint
 from ledger.dsse import PAYLOAD_TYPE
 from ledger.errors import LedgerError
-from ledger.log import ZERO_HASH, LeafError, build_leaf, parse_leaf
+from ledger.log import ZERO_HASH, LeafError, parse_leaf, signed_leaf
 from ledger.merkle import EMPTY_ROOT, Frontier, ProofError, consistency_path, inclusion_path, \
     leaf_hash, subtree_root
 from ledger.note import parse as parse_note
 from ledger.statement import StatementError, statement_bytes, utc_now
 
 TABLES = ("ledger_leaves", "ledger_nodes", "ledger_checkpoints", "ledger_witness_state")
+
+
+# The tables and indexes as sqlite-utils creates them (``create_with_sqlite_utils`` below is that
+# code; tests/unit/test_ledger_store.py holds the two equal). A fresh catalog is created from these
+# statements so that engine commands need not import sqlite-utils (docs/performance.md).
+SCHEMA = {
+    "ledger_leaves": (
+        'CREATE TABLE "ledger_leaves" (\n   "origin" TEXT NOT NULL,\n   "seq" INTEGER NOT NULL,\n'
+        '   "leaf" BLOB NOT NULL,\n   "leaf_hash" BLOB NOT NULL,\n   "event_type" TEXT,\n   "event_id" TEXT,\n'
+        '   "actor" TEXT,\n   "time" TEXT,\n   "keyid" TEXT,\n   PRIMARY KEY ("origin", "seq")\n)',
+        'CREATE INDEX "idx_ledger_leaves_event_id"\n    ON "ledger_leaves" ("event_id")',
+    ),
+    "ledger_nodes": (
+        'CREATE TABLE "ledger_nodes" (\n   "origin" TEXT NOT NULL,\n   "level" INTEGER NOT NULL,\n'
+        '   "idx" INTEGER NOT NULL,\n   "hash" BLOB NOT NULL,\n   PRIMARY KEY ("origin", "level", "idx")\n)',
+    ),
+    "ledger_checkpoints": (
+        'CREATE TABLE "ledger_checkpoints" (\n   "id" INTEGER PRIMARY KEY,\n   "origin" TEXT NOT NULL,\n'
+        '   "size" INTEGER NOT NULL,\n   "root" BLOB NOT NULL,\n   "note" TEXT NOT NULL,\n   "created" TEXT\n)',
+        'CREATE UNIQUE INDEX "idx_ledger_checkpoints_origin_note"\n    ON "ledger_checkpoints" ("origin", "note")',
+        'CREATE INDEX "idx_ledger_checkpoints_origin_size"\n    ON "ledger_checkpoints" ("origin", "size")',
+    ),
+    "ledger_witness_state": (
+        'CREATE TABLE "ledger_witness_state" (\n   "id" INTEGER PRIMARY KEY,\n   "origin" TEXT,\n'
+        '   "witness" TEXT,\n   "size" INTEGER,\n   "root" BLOB,\n   "timestamp" INTEGER,\n   "note" TEXT\n)',
+        'CREATE UNIQUE INDEX "idx_ledger_witness_state_origin_witness_size_root"\n'
+        '    ON "ledger_witness_state" ("origin", "witness", "size", "root")',
+    ),
+}
+
+
+def create_with_sqlite_utils(db) -> None:
+    """The ledger tables created with sqlite-utils (``db``: a ``sqlite_utils.Database``): the
+    reference ``SCHEMA`` is checked against."""
+    db["ledger_leaves"].create(
+        {"origin": str, "seq": int, "leaf": bytes, "leaf_hash": bytes, "event_type": str,
+         "event_id": str, "actor": str, "time": str, "keyid": str},
+        pk=("origin", "seq"), not_null={"origin", "seq", "leaf", "leaf_hash"})
+    db["ledger_leaves"].create_index(["event_id"])
+    db["ledger_nodes"].create({"origin": str, "level": int, "idx": int, "hash": bytes},
+                              pk=("origin", "level", "idx"), not_null={"origin", "level", "idx", "hash"})
+    db["ledger_checkpoints"].create(
+        {"id": int, "origin": str, "size": int, "root": bytes, "note": str, "created": str},
+        pk="id", not_null={"origin", "size", "root", "note"})
+    db["ledger_checkpoints"].create_index(["origin", "note"], unique=True)
+    db["ledger_checkpoints"].create_index(["origin", "size"])
+    db["ledger_witness_state"].create(
+        {"id": int, "origin": str, "witness": str, "size": int, "root": bytes, "timestamp": int, "note": str},
+        pk="id")
+    db["ledger_witness_state"].create_index(["origin", "witness", "size", "root"], unique=True)
 
 
 class StoreError(LedgerError):
@@ -93,29 +142,12 @@ class LedgerStore:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            db = self.db
-            if not db["ledger_leaves"].exists():
-                db["ledger_leaves"].create(
-                    {"origin": str, "seq": int, "leaf": bytes, "leaf_hash": bytes, "event_type": str,
-                     "event_id": str, "actor": str, "time": str, "keyid": str},
-                    pk=("origin", "seq"), not_null={"origin", "seq", "leaf", "leaf_hash"})
-                db["ledger_leaves"].create_index(["event_id"])
-            if not db["ledger_nodes"].exists():
-                db["ledger_nodes"].create({"origin": str, "level": int, "idx": int, "hash": bytes},
-                                          pk=("origin", "level", "idx"),
-                                          not_null={"origin", "level", "idx", "hash"})
-            if not db["ledger_checkpoints"].exists():
-                db["ledger_checkpoints"].create(
-                    {"id": int, "origin": str, "size": int, "root": bytes, "note": str, "created": str},
-                    pk="id", not_null={"origin", "size", "root", "note"})
-                db["ledger_checkpoints"].create_index(["origin", "note"], unique=True)
-                db["ledger_checkpoints"].create_index(["origin", "size"])
-            if not db["ledger_witness_state"].exists():
-                db["ledger_witness_state"].create(
-                    {"id": int, "origin": str, "witness": str, "size": int, "root": bytes,
-                     "timestamp": int, "note": str}, pk="id")
-                db["ledger_witness_state"].create_index(["origin", "witness", "size", "root"],
-                                                        unique=True)
+            present = {name for (name,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+            for table in TABLES:
+                if table not in present:
+                    for statement in SCHEMA[table]:
+                        self.conn.execute(statement)
             for table in TABLES:
                 for op in ("UPDATE", "DELETE"):
                     self.conn.execute(
@@ -253,14 +285,10 @@ class LedgerStore:
         try:
             seq, prev = self.head(origin)
             frontier = self._frontier(origin, seq)
-            fast = bool(_SAFE_KEYID.fullmatch(keyid))
             for stmts, signed in parts:
                 rows, nodes = [], []
                 for stmt, (payload64, sig64) in zip(stmts, signed):
-                    if fast:  # the bytes build_leaf makes for this envelope shape, without rebuilding it
-                        leaf = (_LEAF_FMT % (payload64, keyid, sig64, _b64e(prev).decode(), seq)).encode()
-                    else:
-                        leaf = build_leaf(seq, prev, _envelope(payload64, keyid, sig64))
+                    leaf = signed_leaf(seq, prev, payload64, keyid, sig64)
                     lh = leaf_hash(leaf)
                     rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
                                  stmt["time"], keyid))
@@ -344,6 +372,40 @@ class LedgerStore:
             self._frontiers.pop(origin, None)
             raise
 
+    def add_built_leaves(self, origin: str, items: list[tuple[bytes, int, bytes, dict, str]]) -> None:
+        """Store leaves this process built and a target's mirror accepted: ``(leaf, seq, prev,
+        statement, keyid)`` each, the leaf made by ``signed_leaf``/``build_leaf`` from that statement
+        (validated by ``new_statement_bytes``). The chain is checked as ``add_leaves`` checks it;
+        the bytes are not parsed again. Anything unexpected goes through ``add_leaves``."""
+        if not items:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            size, prev = self.head(origin)
+            if items[0][1] != size or items[0][2] != prev:
+                self.conn.execute("ROLLBACK")
+                return self.add_leaves(origin, [item[0] for item in items])
+            frontier = self._frontier(origin, size)
+            rows, nodes = [], []
+            for leaf, seq, leaf_prev, stmt, keyid in items:
+                if seq != size or leaf_prev != prev or stmt.get("ledger") != origin:
+                    raise StoreError(f"{origin} seq {seq}: not the next leaf of this log", log=origin, seq=seq,
+                                     field="seq", expected=size, found=seq,
+                                     hint="pull the missing leaves first (`mreg sync`)")
+                lh = leaf_hash(leaf)
+                rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"], stmt["time"],
+                             keyid))
+                for level, idx, h in frontier.append(lh):
+                    nodes.append((origin, level, idx, h))
+                size, prev = size + 1, lh
+            self._insert(origin, rows, nodes)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._frontiers.pop(origin, None)
+            raise
+
     # --- checkpoints ----------------------------------------------------------------------
 
     def checkpoint(self, origin: str, signer) -> str:
@@ -423,15 +485,7 @@ def _sign_one(origin: str, stmt: dict, signer) -> tuple[str, str]:
     return _b64e(payload).decode(), _b64e(sig).decode()
 
 
-def _envelope(payload64: str, keyid: str, sig64: str) -> dict:
-    return {"payload": payload64, "payloadType": PAYLOAD_TYPE,
-            "signatures": [{"keyid": keyid, "sig": sig64}]}
-
-
 _PTYPE = PAYLOAD_TYPE.encode()
-_SAFE_KEYID = re.compile(r"[A-Za-z0-9+/:=_.@-]*")
-_LEAF_FMT = ('{"envelope":{"payload":"%s","payloadType":"' + PAYLOAD_TYPE + '","signatures":[{"keyid":"%s",'
-             '"sig":"%s"}]},"prev":"%s","seq":%d,"v":1}')
 
 
 _worker: dict = {}

@@ -17,6 +17,7 @@ from registry.apply.context import (
     load_migrations,
     lock_all,
     open_engine,
+    start_loading,
     sync_all,
     write_checkpoints,
 )
@@ -73,17 +74,26 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
             "the contract phase removes what older application versions may still read",
             hint="deploy the application version that no longer needs the old schema, "
                  "then run `mreg apply --phase contract --confirm-contract`")
-    migrations = load_migrations(cfg)
-    eng = open_engine(cfg, engine_targets(cfg, target), required=target, sign=True)
+    loading = start_loading(cfg)  # a large folder parses in a worker while the engine connects
+    try:
+        eng = open_engine(cfg, engine_targets(cfg, target), required=target, sign=True)
+    except BaseException:
+        loading.result()  # a bad migration file is reported first, as if parsed before connecting
+        raise
     try:
         yield from eng.notices
-        lock_all(eng, _owner(), lock_wait_s)
+        try:
+            lock_all(eng, _owner(), lock_wait_s)
+        except BaseException:
+            loading.result()
+            raise
         for name in sorted(eng.locks):
             yield Progress("lock_acquired", target=name, message=f"lock on {name} taken")
         pulled = sync_all(eng)
         for name, n in pulled.items():
             if n:
                 yield Progress("synced", target=name, done=n, message=f"{n} entries pulled from {name}'s mirror")
+        migrations = loading.result()
         states = {name: log_state(log.statements()) for name, log in eng.logs.items()}
         plan = build_plan(migrations, cfg.targets, states, phase=phase, to=to, only_target=target,
                           confirm_contract=confirm_contract)
@@ -115,6 +125,7 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
             yield from run_entry(eng.logs[entry.target], eng.adapters[entry.target], entry)
         yield Progress("finished", total=len(runnable), message="done")
     finally:
+        loading.cancel()
         try:
             for rec in write_checkpoints(eng):
                 pass

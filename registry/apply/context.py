@@ -20,9 +20,30 @@ from registry.errors import DatabaseError, TargetUnavailable
 
 def load_migrations(cfg) -> list:
     """The registered migrations (the registry's view), else the canonical files under ``migrations/``."""
-    from registry.registration import registered_migrations
+    if _registered_count(Path(cfg.catalog.value)):
+        from registry.registration import registered_migrations
 
-    return list(registered_migrations(cfg)) or parse_folder(cfg)
+        found = list(registered_migrations(cfg))
+        if found:
+            return found
+    return parse_folder(cfg)
+
+
+def _registered_count(catalog: Path) -> int:
+    """How many active migrations catalog.db's registry holds (read without creating its tables)."""
+    import sqlite3
+
+    if not catalog.is_file():
+        return 0
+    try:
+        conn = sqlite3.connect(str(catalog), timeout=60)
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'").fetchone()
+            return conn.execute("SELECT count(*) FROM migrations WHERE status = 'active'").fetchone()[0] if found else 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 1  # let the registry report what is wrong with it
 
 
 def parse_folder(cfg) -> list:
@@ -30,23 +51,175 @@ def parse_folder(cfg) -> list:
 
     Unchanged files come from catalog.db's parse cache (``registry.apply.parsecache``).
     """
+    return _parse_cached(cfg, _folder_files(cfg))
+
+
+def _folder_files(cfg) -> list[tuple[str, bytes, str | None]]:
+    """(path shown, bytes, database hint) of every migration file under ``cfg.migrations.value``.
+
+    The files ``sorted(root.rglob("*"))`` lists (symlinked folders not entered), in that order,
+    walked with ``os.walk`` and plain strings (pathlib costs more than the parsing of small files).
+    """
+    import os
+
     from registry.discovery.rules import database_from_path  # the scan's folder -> database rule
     from registry.parse import EXTENSIONS
 
     root = Path(cfg.migrations.value)
     if not root.is_dir():
         return []
+    base = str(root)
+    found = []
+    for dirpath, _dirs, names in os.walk(base):
+        rel = os.path.relpath(dirpath, base)
+        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+        for name in names:
+            stem, dot, ext = name.rpartition(".")
+            if not dot or not stem or ext not in EXTENSIONS or name.startswith((".", "_")):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.isfile(full):
+                found.append((parts + (name,), full))
+    found.sort()
+    top = str(cfg.root).rstrip(os.sep) + os.sep
     files = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix[1:] not in EXTENSIONS or path.name.startswith((".", "_")):
-            continue
-        database = database_from_path(path.relative_to(root).as_posix())
+    for parts, full in found:
+        shown = full[len(top):] if full.startswith(top) else full
+        with open(full, "rb") as fh:
+            files.append((shown, fh.read(), database_from_path("/".join(parts))))
+    return files
+
+
+PARALLEL_MIN_FILES = 100  # below this, parsing in a worker process gains less than it costs
+
+
+class Loading:
+    """The migrations of an engine command, parsed in a worker process while the engine connects.
+
+    ``start_loading`` forks one worker (only where ``fork`` is safe: ``ledger.workers.context``,
+    a single-threaded process) that runs ``load_migrations`` (the registry's files, or the folder
+    with its parse cache) and sends the ``Migration`` objects back through a pipe, while this
+    process imports the driver, connects, takes the locks and pulls the mirrors. ``result()`` waits for them; if the worker failed
+    or died, they are loaded here, so a bad file raises its usual ``ParseError``.
+    ``cancel()`` stops a worker whose result is no longer wanted. See docs/performance.md.
+    """
+
+    def __init__(self, cfg, ready: list | None = None) -> None:
+        self.cfg, self.ready = cfg, ready
+        self.proc = self.conn = None
+        if ready is None:
+            self._start()
+
+    def _start(self) -> None:
+        from ledger.workers import context
+
+        ctx = context()
+        if ctx.get_start_method() != "fork":
+            return
+        reader, writer = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_parse_worker, args=(self.cfg, reader, writer), daemon=True,
+                                name="mreg-parse")
+        self.proc.start()
+        writer.close()
+        self.conn = reader
+
+    def result(self) -> list:
+        if self.ready is not None:
+            return self.ready
+        found = None
+        if self.conn is not None:
+            import pickle
+
+            try:
+                found = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError, pickle.UnpicklingError):
+                found = None
+            self._stop()
+        if found is None:  # no worker, or it failed: load here (a bad file raises its ParseError)
+            found = load_migrations(self.cfg)
+        self.ready = found
+        return found
+
+    def cancel(self) -> None:
+        if self.proc is not None and self.ready is None:
+            self.proc.terminate()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.proc is not None:
+            self.proc.join()
+            self.proc = None
+
+
+def _parse_worker(cfg, reader, writer) -> None:
+    import pickle
+
+    reader.close()  # so that the pipe breaks (and this worker ends) if the engine's process dies
+    try:
+        data = pickle.dumps(load_migrations(cfg), protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:  # the engine parses again and reports the error itself
+        data = pickle.dumps(None)
+    try:
+        writer.send_bytes(data)
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+_PREFETCHED: dict = {}  # the Loading started by prefetch_loading, by _loading_key
+
+
+def _loading_key(cfg) -> tuple:
+    return (str(cfg.root), str(cfg.migrations.value), str(cfg.catalog.value))
+
+
+def prefetch_loading(cfg) -> None:
+    """Start ``start_loading(cfg)`` early (the CLI calls it before Typer parses ``apply``'s options);
+    the engine's ``start_loading`` takes it over when its configuration names the same folders."""
+    discard_prefetched()
+    _PREFETCHED[_loading_key(cfg)] = start_loading(cfg)
+
+
+def discard_prefetched() -> None:
+    """Stop a prefetched load nobody took over (the command failed before it needed it)."""
+    for old in _PREFETCHED.values():
+        old.cancel()
+    _PREFETCHED.clear()
+
+
+def start_loading(cfg) -> Loading:
+    """Begin loading the migrations (``load_migrations``); 100 or more load in a worker process."""
+    early = _PREFETCHED.pop(_loading_key(cfg), None)
+    discard_prefetched()
+    if early is not None:
+        return early
+    if (_registered_count(Path(cfg.catalog.value)) < PARALLEL_MIN_FILES
+            and _count_files(Path(cfg.migrations.value), PARALLEL_MIN_FILES) < PARALLEL_MIN_FILES):
+        return Loading(cfg, ready=load_migrations(cfg))
+    return Loading(cfg)  # the worker reads the registry or lists, reads and parses the folder
+
+
+def _count_files(root: Path, enough: int) -> int:
+    """How many entries the folder tree holds, counting up to ``enough``."""
+    import os
+
+    n = 0
+    stack = [root]
+    while stack and n < enough:
         try:
-            shown = str(path.relative_to(cfg.root))
-        except ValueError:
-            shown = str(path)
-        files.append((shown, path.read_bytes(), database))
-    return _parse_cached(cfg, files)
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        n += 1
+        except OSError:
+            continue
+    return n
 
 
 def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]]) -> list:

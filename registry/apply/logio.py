@@ -8,6 +8,12 @@ session committed, stores the leaf in catalog.db (``committed``). A leaf whose
 session rolled back is forgotten (``discard``). If the process dies between the
 mirror's commit and catalog.db, the next ``sync`` copies the leaf from the mirror:
 the mirror commit is the one point where an event happens.
+
+catalog.db is written in batches: committed leaves are kept in memory and stored in
+one SQLite transaction (one fsync) at least once a second, before any read of the
+replica, before a checkpoint and when the command ends. A crash loses at most the
+batch's copy in catalog.db, never an event: the next command's ``sync`` (or ``mreg
+sync``) pulls the leaves from the mirror and checks that they chain.
 """
 
 from __future__ import annotations
@@ -15,9 +21,19 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import time
+import uuid
 from dataclasses import dataclass, field
 
+from ledger.dsse import PAYLOAD_TYPE, b64_std, pae
+from ledger.log import signed_leaf
+from ledger.merkle import leaf_hash
+from ledger.statement import new_statement_bytes, utc_now
 from registry.errors import DatabaseError
+from registry.targets.base import mirror_row
+
+
+FLUSH_EVERY_S = 1.0  # how often committed leaves are copied into catalog.db (see the module's doc)
 
 
 class MirrorBehind(DatabaseError):
@@ -69,9 +85,11 @@ class TargetLog:
     prev: bytes = b"\x00" * 32
     staged: list = field(default_factory=list)
     deferred: list = field(default_factory=list)
+    pending: list = field(default_factory=list)  # deferred events not signed yet
     appended: int = 0
     defer_catalog: bool = True
     unflushed: list = field(default_factory=list)
+    flushed_at: float = field(default_factory=time.monotonic)
     registrations: dict = field(default_factory=dict)  # migration id -> event id of its `register`
 
     def registration(self, migration_id: str) -> list[str] | None:
@@ -110,24 +128,26 @@ class TargetLog:
         return [parse_leaf(leaf).statement for leaf in self.store.leaves(self.origin)]
 
     # -- appending --------------------------------------------------------------
-    def build(self, type: str, migration=None, details: dict | None = None,
-              refs: list[str] | None = None) -> tuple[bytes, str]:
-        """Sign a statement and build its leaf on the current head (not yet stored anywhere)."""
-        from ledger.dsse import sign_envelope
-        from ledger.log import build_leaf
-        from ledger.merkle import leaf_hash
-        from ledger.statement import new_statement
-
-        stmt = new_statement(
+    def _build(self, type: str, migration, details, refs, when: str | None = None,
+               event_id: str | None = None) -> tuple[bytes, int, dict, bytes]:
+        """Sign the next event and build its leaf on the head (staged: it counts once its session
+        commits); return (leaf, seq, statement, leaf hash). The head moves past it."""
+        stmt, payload = new_statement_bytes(
             ledger=self.origin, type=type, actor=self.actor,
             migration=migration_ref(migration) if migration is not None else None,
-            target={"engine": self.target.type, "id": self.target.name},
-            refs=refs, details=clean(details or {}),
+            target=self._target_ref, refs=refs, details=clean(details or {}), time=when, event_id=event_id,
         )
-        leaf = build_leaf(self.size, self.prev, sign_envelope(stmt, self.signer))
+        seq, prev = self.size, self.prev
+        sig = self.signer.sign(pae(PAYLOAD_TYPE, payload))
+        leaf = signed_leaf(seq, prev, b64_std(payload), self.signer.keyid, b64_std(sig))
         self.size += 1
-        self.prev = leaf_hash(leaf)
-        return leaf, stmt["event_id"]
+        self.prev = lh = leaf_hash(leaf)
+        self.staged.append((leaf, seq, prev, stmt, self.signer.keyid))
+        return leaf, seq, stmt, lh
+
+    @property
+    def _target_ref(self) -> dict:
+        return {"engine": self.target.type, "id": self.target.name}
 
     def stage(self, session, type: str, migration=None, details: dict | None = None,
               refs: list[str] | None = None, *, defer: bool = False) -> str:
@@ -135,20 +155,30 @@ class TargetLog:
 
         ``defer=True`` keeps the row until :meth:`write_deferred` (or the next non-deferred stage),
         so the rows of one transaction travel together (one round trip where the adapter allows).
+        A deferred event's time and id are fixed now; it is signed by :meth:`sign_pending`, which
+        the engine lets a session run while the server works on a step, or by ``write_deferred``.
         """
-        leaf, event_id = self.build(type, migration, details, refs)
-        self.deferred.append(leaf)
-        self.staged.append(leaf)
-        if not defer:
-            self.write_deferred(session)
-        return event_id
+        if defer:
+            event_id = str(uuid.uuid4())
+            self.pending.append((type, migration, details, refs, utc_now(), event_id))
+            return event_id
+        self.sign_pending()
+        built = self._build(type, migration, details, refs)
+        self.deferred.append(built)
+        self.write_deferred(session)
+        return built[2]["event_id"]
+
+    def sign_pending(self) -> None:
+        """Sign the deferred events not signed yet and build their leaves, in order."""
+        pending, self.pending = self.pending, []
+        for type, migration, details, refs, when, event_id in pending:
+            self.deferred.append(self._build(type, migration, details, refs, when, event_id))
 
     def write_deferred(self, session) -> None:
-        from registry.targets.base import mirror_row_from_leaf
-
+        self.sign_pending()
         if not self.deferred:
             return
-        rows = [mirror_row_from_leaf(leaf) for leaf in self.deferred]
+        rows = [mirror_row(leaf, seq, stmt, lh) for leaf, seq, stmt, lh in self.deferred]
         self.deferred = []
         many = getattr(session, "append_mirrors", None)
         if many is not None and len(rows) > 1:
@@ -164,21 +194,23 @@ class TargetLog:
         self.appended += len(self.staged)
         self.unflushed.extend(self.staged)
         self.staged = []
-        if not self.defer_catalog or len(self.unflushed) >= 200:
+        if not self.defer_catalog or time.monotonic() - self.flushed_at >= FLUSH_EVERY_S:
             self.flush()
 
     def discard(self) -> None:
         """The session rolled back: forget its staged rows and rewind to the last committed head."""
         self.staged = []
         self.deferred = []
+        self.pending = []
         self.flush()
         self.size, self.prev = self.store.head(self.origin)
 
     def flush(self) -> None:
         """Copy committed leaves into catalog.db (the mirror already holds them)."""
+        self.flushed_at = time.monotonic()
         if self.unflushed:
-            leaves, self.unflushed = self.unflushed, []
-            self.store.add_leaves(self.origin, leaves)
+            built, self.unflushed = self.unflushed, []
+            self.store.add_built_leaves(self.origin, built)
 
     def record(self, type: str, migration=None, details: dict | None = None,
                refs: list[str] | None = None, *, tenant: str | None = None) -> str:

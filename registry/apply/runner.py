@@ -92,6 +92,8 @@ def rule_phase(rule, default: str) -> str:
 
 def check_rules(session, entry, kind: str, target_type: str):
     """Run the ``kind`` (pre/post) rules; return the first failing critical rule as a dict, or None."""
+    if not entry.migration.validation:
+        return None
     names = entry.migration.phase_names
     default_phase = names[0] if kind == "pre" else names[-1]
     for rule in entry.migration.validation:
@@ -124,7 +126,13 @@ def _session(adapter, transactional: bool, entry):
     return adapter.session(transactional, **kwargs)
 
 
-def _execute(session, step: Step, entry):
+def _execute(session, step: Step, entry, meanwhile=None):
+    """Run ``step``; ``meanwhile`` (client work) runs while the server works on it where the
+    session can overlap the two (``session.overlaps``), else before the step is sent."""
+    if meanwhile is not None:
+        if getattr(session, "overlaps", False):
+            return session.execute(step, path=entry.migration.path, meanwhile=meanwhile)
+        meanwhile()
     try:
         return session.execute(step, path=entry.migration.path)
     except TypeError:  # an adapter whose execute takes only the step
@@ -240,7 +248,8 @@ def _run_transactional(log, adapter, entry):
                 bad = check_rules(s, entry, "pre", adapter.kind)
                 if bad is None:
                     for i, step in enumerate(entry.steps):
-                        _execute(s, step, entry)
+                        # apply_started (time and id fixed above) is signed while the server runs the step
+                        _execute(s, step, entry, log.sign_pending if i == 0 else None)
                         yield Progress("step_done", entry.target, m.id, entry.phase, entry.tenant, i + 1, total,
                                        message=step.name or f"step {i + 1}")
                     bad = check_rules(s, entry, "post", adapter.kind)
@@ -248,6 +257,8 @@ def _run_transactional(log, adapter, entry):
                     s.rollback()
                     raise _validation_error(entry, bad)
                 ms = int((time.monotonic() - t0) * 1000)
+                if getattr(s, "overlaps", False):  # apply_started's row goes out now: the server
+                    log.write_deferred(s)           # inserts it while apply_succeeded is signed
                 log.stage(s, "apply_succeeded", m, _phase_details(
                     entry, execution_time_ms=ms, steps=total, rollback_available=bool(m.rollback.get(entry.phase))),
                     refs=[sid], defer=True)

@@ -7,25 +7,64 @@ import typer
 PHASE_HELP = "expand, migrate, contract or all."
 
 
+def prefetch() -> None:
+    """Start loading the migrations before Typer parses ``apply``'s options (docs/performance.md).
+
+    A large folder is parsed in a worker process meanwhile; ``apply`` takes the result over.
+    Nothing is reported here: if the configuration cannot be read, ``apply`` reads it again and
+    reports the error itself.
+    """
+    try:
+        from registry import config
+        from registry.apply.context import prefetch_loading
+
+        prefetch_loading(config.load())
+    except Exception:  # apply_cmd loads the configuration again and reports the problem
+        return
+
+
+def _is_terminal(stream) -> bool:
+    """Whether rich would treat ``stream`` as a terminal (its environment overrides included)."""
+    import os
+
+    if any(os.environ.get(name) for name in ("FORCE_TERMINAL", "TTY_INTERACTIVE", "TTY_COMPATIBLE")):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _render(records, as_json: bool) -> list[dict]:
-    """Show progress records as they come (a rich progress bar per phase); return them as dicts."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Show progress records as they come (a rich progress bar per phase); return them as dicts.
+
+    Without a terminal (a pipe, a file, ``--json``) there is no bar to draw: lines are written as
+    they come and rich is not imported (it costs start-up time; docs/performance.md).
+    """
+    import sys
+    from contextlib import nullcontext
 
     seen: list[dict] = []
-    console = Console(stderr=as_json)
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=as_json or not console.is_terminal)
+    out = sys.stderr if as_json else sys.stdout
+    console = bars = None
+    if not as_json and _is_terminal(out):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console()
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=True, disable=not console.is_terminal)
+        out = console.file
     tasks: dict = {}
-    out = console.file
-    with bars:
+    with bars if bars is not None else nullcontext():
         for rec in records:
             if as_json:
                 seen.append(rec.as_dict())
             key = (rec.target, rec.migration, rec.phase, rec.tenant)
             if rec.event == "phase_started":
-                label = f"{rec.target}: {rec.migration} {rec.phase}" + (f" [{rec.tenant}]" if rec.tenant else "")
-                tasks[key] = bars.add_task(label, total=max(rec.total, 1), completed=rec.done)
+                if bars is not None:
+                    label = f"{rec.target}: {rec.migration} {rec.phase}" + (f" [{rec.tenant}]" if rec.tenant else "")
+                    tasks[key] = bars.add_task(label, total=max(rec.total, 1), completed=rec.done)
                 continue
             if rec.event in ("step_done", "batch_done") and key in tasks:
                 bars.update(tasks[key], completed=rec.done, total=max(rec.total, rec.done, 1))
@@ -34,18 +73,19 @@ def _render(records, as_json: bool) -> list[dict]:
                 bars.remove_task(tasks.pop(key))
             if as_json or rec.event in ("step_done", "batch_done", "lock_acquired"):
                 continue
-            mark = {"phase_succeeded": "applied ", "phase_failed": "FAILED  ", "validation_failed": "INVALID ",
-                    "skipped": "skipped ", "warning": "warning ", "target_unavailable": "skipped ",
-                    "dry_run_step": "dry-run ", "rollback_succeeded": "rolled back ",
-                    "rollback_started": "rolling back ", "planned": "", "finished": "", "synced": "",
-                    "checkpoint_written": ""}.get(rec.event, "")
+            mark = _MARKS.get(rec.event, "")
             where = f"[{rec.target}] " if rec.target else ""
             line = f"{mark}{where}{rec.message}\n"
-            if bars.live.is_started:
+            if bars is not None and bars.live.is_started:
                 console.print(line, end="", highlight=False, markup=False)
             else:
                 out.write(line)
     return seen
+
+
+_MARKS = {"phase_succeeded": "applied ", "phase_failed": "FAILED  ", "validation_failed": "INVALID ",
+          "skipped": "skipped ", "warning": "warning ", "target_unavailable": "skipped ",
+          "dry_run_step": "dry-run ", "rollback_succeeded": "rolled back ", "rollback_started": "rolling back "}
 
 
 def plan_cmd(
@@ -105,11 +145,15 @@ def apply_cmd(
     """Apply pending migrations phase by phase, under each target's lock, ledgering every step."""
     from registry import config
     from registry.apply import apply
+    from registry.apply.context import discard_prefetched
     from registry.cli.output import emit_json
 
-    records = apply(config.load(), target=target, phase=phase, to=to, dry_run=dry_run,
-                    confirm_contract=confirm_contract, lock_wait_s=lock_wait)
-    seen = _render(records, as_json)
+    try:
+        records = apply(config.load(), target=target, phase=phase, to=to, dry_run=dry_run,
+                        confirm_contract=confirm_contract, lock_wait_s=lock_wait)
+        seen = _render(records, as_json)
+    finally:
+        discard_prefetched()  # a prefetch the command did not take over (it failed before)
     if as_json:
         emit_json({"records": seen})
 

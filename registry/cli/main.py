@@ -45,6 +45,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Re-raise errors with their traceback."),
@@ -52,8 +53,13 @@ def _root(
     """Git-native migration registry with a signed, append-only ledger.
 
     ``--debug`` is declared here for the help text; ``run`` reads it from the arguments, since it
-    decides how errors raised anywhere (even while parsing) are reported.
+    decides how errors raised anywhere (even while parsing) are reported. Before ``apply``'s own
+    options are parsed, its migrations folder starts loading (``apply_cmd.prefetch``).
     """
+    if ctx.invoked_subcommand == "apply":
+        from registry.cli.apply_cmd import prefetch
+
+        prefetch()
 
 
 for _name in COMMAND_MODULES:

@@ -155,7 +155,8 @@ class Builder:
             bf = self.need_dict(bf, "backfill")
             m.backfill = Backfill(**{k: self.need_str(self.get(bf, k), f"backfill.{k}") for k in ("table", "key", "update")})
         m.phases = {p: s for p, s in m.phases.items() if s}
-        if m.database == "postgresql" and nodes and sql.uses_timescale(nodes) and not (database or declared_type):
+        if m.database == "postgresql" and nodes and sql.uses_timescale(nodes, "\n".join(n.text for n in nodes)) \
+                and not (database or declared_type):
             m.database = "timescale"
         if mtype is not None:
             m.type = fields.migration_type(path, mtype, line_of(mtype, self.line), "type")
@@ -259,11 +260,11 @@ class Builder:
         if kind == "sql":
             statements, _ = sql.split(self.path, content, line)
             for st in statements:
-                reason = sql.autocommit_reason(st.node)
+                reason = sql.statement_autocommit_reason(st)
                 if reason and txmode != "none":
                     self.warnings.append(f"line {st.line}: {reason} cannot run inside a transaction; this step "
                                          f"runs on its own outside one (set txmode: 'none' to say so)")
-                nodes.append(st.node)
+                nodes.append(st)
                 steps.append(Step(st.text, "sql", name, st.line, txmode != "none" and reason is None, retryable))
         elif kind == "cypher":
             for st in cypher.split(self.path, content, line):

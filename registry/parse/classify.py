@@ -42,8 +42,16 @@ def _calls_timescale_ddl(node: Any) -> bool:
 
 
 def classify_sql_node(node: Any) -> str | None:
-    """The class of one SQL statement (None for session settings such as SET lock_timeout)."""
-    kind = type(node).__name__
+    """The class of one SQL statement (None for session settings such as SET lock_timeout).
+
+    ``node`` is a pglast node or a ``registry.parse.sql.Statement`` (whose tree is built only
+    for the node types classed by their fields).
+    """
+    from registry.parse.sql import Statement
+
+    if isinstance(node, Statement):
+        node = node.node if node.kind in ("DropStmt", "AlterTableStmt", "SelectStmt") else node.kind
+    kind = node if isinstance(node, str) else type(node).__name__
     if kind in _SQL_NEUTRAL:
         return None
     if kind in _SQL_PERF:

@@ -140,11 +140,11 @@ def _steps(path: str, kind: str, section: Section, txmode: str, warnings: list[s
     if kind == "sql":
         statements, wrappers = sql.split(path, section.text, section.line)
         for i, st in enumerate(statements, start=1):
-            reason = sql.autocommit_reason(st.node)
+            reason = sql.statement_autocommit_reason(st)
             if reason and txmode != "none":
                 warnings.append(f"line {st.line}: {reason} cannot run inside a transaction; this step runs "
                                 f"on its own outside one (add `txmode: none` to the header to say so)")
-            nodes.append(st.node)
+            nodes.append(st)
             steps.append(Step(st.text, "sql", f"{label}.{i}", st.line,
                               transactional=txmode != "none" and reason is None))
     elif kind == "cypher":

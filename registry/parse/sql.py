@@ -10,7 +10,6 @@ recognised from the parse tree (``autocommit_reason``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 from registry.parse.errors import ParseError
@@ -30,13 +29,29 @@ TIMESCALE_FUNCTIONS = frozenset({
 _WRAPPERS = {"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"}
 
 
-@dataclass
 class Statement:
-    """One SQL statement: original text (no trailing ``;``), 1-based line, parse tree."""
+    """One SQL statement: original text (no trailing ``;``), 1-based line, node type, parse tree.
 
-    text: str
-    line: int
-    node: Any
+    ``kind`` is the node's type name (``CreateStmt``…). The pglast tree (``node``) is built on
+    first use, by parsing the statement's own text again: most statements never need it.
+    """
+
+    __slots__ = ("text", "line", "kind", "_node")
+
+    def __init__(self, text: str, line: int, kind: str = "", node: Any = None) -> None:
+        self.text, self.line, self.kind, self._node = text, line, kind, node
+
+    @property
+    def node(self) -> Any:
+        if self._node is None:
+            self._node = parse(self.text)[0].stmt
+        return self._node
+
+    def __repr__(self) -> str:
+        return f"Statement({self.text!r}, line={self.line}, kind={self.kind!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Statement) and (self.text, self.line) == (other.text, other.line)
 
 
 def for_parser(text: str) -> str:
@@ -51,39 +66,75 @@ def parse(text: str) -> tuple:
     return parse_sql(for_parser(text))
 
 
-def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], int]:
-    """Statements of ``text`` (transaction wrappers removed) and how many wrappers were removed."""
+def _syntax_error(path: str, text: str, first_line: int) -> ParseError | None:
+    """The ParseError for ``text`` (from pglast's tree parser, whose offsets are characters)."""
     from pglast.parser import ParseError as PgParseError
 
     try:
-        raw = parse(text)
+        parse(text)
     except PgParseError as exc:
         index = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
         line = first_line + text[:max(index, 0)].count("\n")
-        raise ParseError(path, f"SQL syntax error: {exc.args[0]}", line=line, field="sql",
-                         hint="fix the statement (mreg reads SQL with PostgreSQL's own parser, pglast)") from None
+        return ParseError(path, f"SQL syntax error: {exc.args[0]}", line=line, field="sql",
+                          hint="fix the statement (mreg reads SQL with PostgreSQL's own parser, pglast)")
+    return None
+
+
+def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], int]:
+    """Statements of ``text`` (transaction wrappers removed) and how many wrappers were removed.
+
+    One call to PostgreSQL's parser (pglast's ``parse_sql_json``: the statements' boundaries and
+    node types, without building Python trees); see ``Statement.node``.
+    """
+    import json
+
+    from pglast.parser import ParseError as PgParseError, parse_sql_json
+
+    try:
+        raw = json.loads(parse_sql_json(for_parser(text)))["stmts"]
+    except PgParseError:
+        raise _syntax_error(path, text, first_line) or ParseError(
+            path, "SQL syntax error", line=first_line, field="sql", hint="fix the statement") from None
+    data = None if text.isascii() else text.encode("utf-8")  # offsets are in UTF-8 bytes
     out: list[Statement] = []
     wrappers = 0
     pos, line = 0, first_line   # newlines are counted once, left to right
     for rs in raw:
-        start = rs.stmt_location or 0
-        end = start + rs.stmt_len if rs.stmt_len else len(text)
+        start = rs.get("stmt_location", 0)
+        length = rs.get("stmt_len", 0)
+        if data is None:
+            end = start + length if length else len(text)
+        else:
+            end = len(data[:start + length].decode("utf-8")) if length else len(text)
+            start = len(data[:start].decode("utf-8"))
         chunk = text[start:end]
         lead = _LEADING_NOISE.match(chunk).end()
         body = chunk[lead:].rstrip().rstrip(";").rstrip()
         line += text.count("\n", pos, start + lead)
         pos = start + lead
-        node = rs.stmt
-        if type(node).__name__ == "TransactionStmt":
-            kind = getattr(node.kind, "name", str(node.kind))
-            if kind in _WRAPPERS:
+        (kind, fields), = rs["stmt"].items()
+        if kind == "TransactionStmt":
+            if fields.get("kind") in _WRAPPERS:
                 wrappers += 1
                 continue
             raise ParseError(path, f"transaction control statement `{body}` inside a migration", line=line,
                              field="sql", hint="remove it: mreg runs each phase in its own transaction "
                              "(or outside one with `txmode: none`)")
-        out.append(Statement(body, line, node))
+        out.append(Statement(body, line, kind))
     return out, wrappers
+
+
+# Node types autocommit_reason may name: any other statement runs in a transaction.
+AUTOCOMMIT_KINDS = frozenset({
+    "IndexStmt", "DropStmt", "ReindexStmt", "VacuumStmt", "AlterEnumStmt", "CreatedbStmt", "DropdbStmt",
+    "AlterSystemStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt", "CallStmt", "CreateTableAsStmt",
+    "AlterTableStmt",
+})
+
+
+def statement_autocommit_reason(st: Statement) -> str | None:
+    """``autocommit_reason`` of a split statement (its tree is built only for the kinds that need it)."""
+    return autocommit_reason(st.node) if st.kind in AUTOCOMMIT_KINDS else None
 
 
 def _name(n: Any) -> str:
@@ -150,13 +201,16 @@ def may_use_timescale(text: str) -> bool:
 
 
 def uses_timescale(nodes: list[Any], text: str | None = None) -> bool:
-    """True when the statements call TimescaleDB functions, options or its extension.
+    """True when the statements (pglast nodes or ``Statement``) call TimescaleDB functions, options
+    or its extension.
 
     ``text``, when given, is checked first for any TimescaleDB word, so most files skip the tree walk.
     """
     if text is not None and not may_use_timescale(text):
         return False
     for root in nodes:
+        if isinstance(root, Statement):
+            root = root.node
         for n in walk(root):
             kind = type(n).__name__
             if kind == "FuncCall" and n.funcname and _name(n.funcname[-1]) in TIMESCALE_FUNCTIONS:

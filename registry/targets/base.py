@@ -105,16 +105,22 @@ def mirror_row_from_leaf(leaf: bytes) -> MirrorRow:
     doc = json.loads(leaf)
     envelope = doc["envelope"]
     statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
+    return mirror_row(leaf, doc["seq"], statement)
+
+
+def mirror_row(leaf: bytes, seq: int, statement: dict, leaf_hash: bytes | None = None) -> MirrorRow:
+    """The mirror row of ``leaf`` from its ``seq`` and the statement it carries (as
+    ``mirror_row_from_leaf`` reads them back), for a writer that holds both already."""
     migration = statement.get("migration") or {}
     target = statement.get("target") or {}
     details = statement.get("details") or {}
     checksum = migration.get("checksum") or ""
     return MirrorRow(
         origin=statement["ledger"],
-        seq=doc["seq"],
+        seq=seq,
         event_type=statement["type"],
         leaf=leaf,
-        leaf_hash=hashlib.sha256(b"\x00" + leaf).digest(),
+        leaf_hash=leaf_hash if leaf_hash is not None else hashlib.sha256(b"\x00" + leaf).digest(),
         version=migration.get("version") or "0.0.0",
         database_type=target.get("engine") or "",
         applied_at=statement["time"],

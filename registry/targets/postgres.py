@@ -19,8 +19,11 @@ Tenants are schemas: ``session(tenant="acme")`` sets ``search_path`` to
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
+import select
 import socket
 import time
 from contextlib import contextmanager
@@ -32,7 +35,6 @@ from registry.errors import DatabaseError
 from registry.model import Settings, Step
 from registry.targets.base import LockTimeout, MirrorRow
 from registry.targets.sqlcommon import (
-    INSERT_MIRROR,
     MIRROR_DDL,
     MIRROR_FORMAT,
     MIRROR_OBJECTS_QUERY,
@@ -46,18 +48,24 @@ from registry.targets.sqlcommon import (
     LockHandle,
     LockLost,
     MirrorConflict,
+    Pipeline,
     ShadowUnavailable,
     UnknownTenant,
+    RAW_MIRROR_FORMATS,
     bind_range,
+    check_result,
     db_error,
+    insert_mirror_sql,
     lock_key,
-    mirror_params,
+    raw_mirror_params,
     row_from_record,
     server_errors,
     step_failed,
 )
 
 LOCK_POLL_S = 0.2
+_COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
+FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR (psycopg is imported lazily)
 SHADOW_PREFIX = "mreg_shadow_"
 
 
@@ -69,27 +77,88 @@ class PgSession:
     commit. Non-transactional: every ``execute`` commits on its own (what
     ``CREATE INDEX CONCURRENTLY`` and ``txmode: none`` need); ``commit()`` and
     ``rollback()`` do nothing, and the timeouts are reset when the session ends.
+
+    Round trips (docs/performance.md): a transactional session holds its ``BEGIN``/``SET
+    LOCAL`` set-up back and sends it in one simple query with its first step (PostgreSQL 13
+    and later apply ``statement_timeout`` to each statement of such a query). Mirror rows go
+    out at once as prepared INSERTs in a libpq pipeline (the server inserts them while the
+    engine signs the next event) and ``COMMIT`` joins them: their results are read with the
+    commit's, one round trip. Anything else (a query with parameters, a read, a savepoint)
+    first finishes what is in flight and sends what is held back, so statements always reach
+    the server in the order they were issued and a refused row raises before anything else
+    runs. Steps without parameters go through libpq's ``PQexec`` (``psycopg.pq``), the rest
+    through psycopg.
     """
 
-    def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool) -> None:
+    def __init__(self, adapter: "PostgresAdapter", conn, transactional: bool,
+                 setup: list[str] | None = None) -> None:
         self.adapter = adapter
         self.conn = conn
         self.transactional = transactional
         self.done = False
         self.path: str | None = None  # the migration file, for error messages
+        self.setup = setup  # [BEGIN, SET LOCAL ...]: not sent yet (they travel with the first statement)
+        self.rows: list[MirrorRow] = []  # mirror rows held back (adapters without pipelines)
+        self.pipe: Pipeline | None = None  # mirror INSERTs in flight, results not read yet
+
+    def _finish_pipe(self, *, ignore_errors: bool = False) -> None:
+        """Read the results of the statements in flight; raise the first error (``MirrorConflict``
+        for a refused row)."""
+        pipe, self.pipe = self.pipe, None
+        if pipe is None:
+            return
+        error = pipe.finish()
+        if error is None or ignore_errors:
+            return
+        result, row = error
+        try:
+            check_result(self.conn, result)
+        except self.adapter.psycopg.Error as exc:
+            mapped = self.adapter._mirror_error(exc, row) if row is not None else exc
+            if mapped is exc:
+                mapped = db_error(exc, self.adapter.target.name, "appending to the mirror")
+            raise mapped from None
+
+    def _send_held(self) -> None:
+        """Finish what is in flight and send what is held back (before a statement that cannot go
+        with them)."""
+        self._finish_pipe()
+        if self.setup is not None:
+            setup, self.setup = self.setup, None
+            try:
+                self.adapter.run_simple(self.conn, "; ".join(setup))
+            except self.adapter.psycopg.Error as exc:
+                raise db_error(exc, self.adapter.target.name, "starting a session") from None
+        if self.rows:
+            rows, self.rows = self.rows, []
+            self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
 
     # -- running steps ------------------------------------------------------
+    overlaps = True  # execute(meanwhile=...) runs client work while the server runs the step
+
     def execute(self, step: Step, *, path: str | None = None, params: dict | None = None,
-                savepoint: bool = False) -> int:
+                savepoint: bool = False, meanwhile=None) -> int:
         """Run one step exactly as written; return the affected row count (-1 if none).
 
         ``savepoint=True`` (transactional sessions) wraps the step in a savepoint,
         so after a ``LockNotAvailable`` the session is still usable and the
-        engine may run the step again.
+        engine may run the step again. ``meanwhile()`` runs after the step is sent and
+        before its result is read (before the step, when it goes through psycopg).
         """
         step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
+        simple = not params and not use_sp and self.adapter.simple_ok(step.content)
+        if self.pipe is not None or self.rows or not simple:
+            self._send_held()
+        if meanwhile is not None and not simple:
+            meanwhile()
+            meanwhile = None
         try:
+            if simple:
+                text = step.content
+                if self.setup is not None:  # one round trip: BEGIN; SET LOCAL ...; the step
+                    text, self.setup = "; ".join(self.setup) + ";\n" + text, None
+                return self.adapter.run_simple(self.conn, text, meanwhile)
             if use_sp:
                 self.conn.execute("SAVEPOINT mreg_step")
             cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
@@ -111,6 +180,7 @@ class PgSession:
         """Rows of a read query as dicts (validation rules, checks)."""
         from psycopg.rows import dict_row
 
+        self._send_held()
         try:
             with self.conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(text, params)
@@ -124,35 +194,66 @@ class PgSession:
         """Change ``lock_timeout``/``statement_timeout`` for the rest of the session (0 = none)."""
         sets = self.adapter.timeout_sql(lock_timeout_ms, statement_timeout_ms, local=self.transactional)
         if sets:
+            self._send_held()
             self.conn.execute("; ".join(sets))
 
     # -- the mirror ---------------------------------------------------------
     @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
         """Insert ``row`` into ``schema_versions`` (in this transaction when transactional)."""
-        self.adapter._insert_mirror(self.conn, row)
+        self.append_mirrors([row])
 
     @server_errors("appending to the mirror")
     def append_mirrors(self, rows: list[MirrorRow]) -> None:
-        """Insert consecutive rows in one statement (one round trip); same checks as ``append_mirror``.
+        """Insert consecutive rows; the BEFORE INSERT trigger checks each in order.
 
-        (Added by the engine: a transactional phase writes its two events together.)
+        In a transactional session the INSERT goes out at once in a libpq pipeline and its
+        result is read with the next statement's or the ``COMMIT``'s: a refused row raises
+        ``MirrorConflict`` there.
         """
-        if len(rows) == 1:
-            return self.append_mirror(rows[0])
-        self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
+        if not rows:
+            return
+        if not self.transactional or self.done:
+            self.adapter._insert_mirror(self.conn, rows[0], more=rows[1:])
+            return
+        if not self.adapter.pipeline_ok:
+            self.rows.extend(rows)
+            return
+        if self.pipe is None:
+            for n in (1, 2):  # prepared before pipeline mode (PQprepare waits for its answer)
+                self.adapter._mirror_statement(self.conn, n)
+            self.pipe = Pipeline(self.conn)
+            for statement in self.setup or ():
+                self.pipe.send(statement)
+            self.setup = None
+        for i in range(0, len(rows), 2):
+            chunk = rows[i:i + 2]
+            self.pipe.send(self.adapter._mirror_item(self.conn, chunk), tag=chunk[0])
+        self.pipe.push()
 
     @server_errors("committing")
     def commit(self) -> None:
-        if self.transactional and not self.done:
-            self.conn.execute("COMMIT")
-            self.done = True
+        if not self.transactional or self.done:
+            return
+        if self.pipe is not None:  # the rows in flight, then COMMIT: their results in one round trip
+            self.pipe.send("COMMIT")
+            self._finish_pipe()
+        elif self.setup is not None and not self.rows:  # nothing was sent: nothing to commit
+            self.setup = None
+        else:
+            self._send_held()
+            self.adapter.run_simple(self.conn, "COMMIT")
+        self.done = True
 
     @server_errors("rolling back")
     def rollback(self) -> None:
         if self.transactional and not self.done:
-            if not self.conn.broken:
-                self.conn.execute("ROLLBACK")
+            self.rows = []
+            self._finish_pipe(ignore_errors=True)
+            if self.setup is not None:  # nothing was sent: nothing to roll back
+                self.setup = None
+            elif not self.conn.broken:
+                self.adapter.run_simple(self.conn, "ROLLBACK")
             self.done = True
 
 
@@ -164,6 +265,7 @@ class PostgresAdapter:
     supports_concurrent_index = True
     supports_batches = True
     shared_lock_connection = False  # the lock has its own connection
+    pipeline_ok = True  # a phase's mirror rows and COMMIT travel in one libpq pipeline
 
     def __init__(self, target: Target, url: str) -> None:
         import psycopg
@@ -178,6 +280,8 @@ class PostgresAdapter:
         self._lock: LockHandle | None = None
         self._mirror_ready = False
         self._in_session = False
+        self._prepared_on = None  # the connection whose prepared mirror INSERTs _prepared names
+        self._prepared: dict[int, bytes] = {}
 
     # -- connections --------------------------------------------------------
     def _connect(self, purpose: str):
@@ -344,8 +448,6 @@ class PostgresAdapter:
         conn = self._lock_conn
         lost = conn is None or conn.closed or conn.broken
         if not lost:
-            import select
-
             try:
                 readable, _, _ = select.select([conn.fileno()], [], [], 0)
             except (OSError, ValueError):
@@ -435,22 +537,72 @@ class PostgresAdapter:
         self._mirror_ready = True
 
     def _insert_mirror(self, conn, row: MirrorRow, more: list[MirrorRow] = ()) -> None:
+        """INSERT ``row`` (and ``more``) as one prepared statement; the trigger checks each row in order."""
         try:
-            if more:  # several rows, one statement: the BEFORE INSERT trigger still checks each in order
-                values = ", (" + ", ".join(["%s"] * len(mirror_params(row))) + ")"
-                params = [p for r in (row, *more) for p in mirror_params(r)]
-                conn.execute(INSERT_MIRROR.format(s=self.mirror_schema) + values * len(more), params)
-                return
-            conn.execute(INSERT_MIRROR.format(s=self.mirror_schema), mirror_params(row))
+            check_result(conn, conn.pgconn.exec_prepared(*self._mirror_item(conn, [row, *more])))
         except self.psycopg.Error as exc:
-            if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
-                raise
-            msg = (exc.diag.message_primary or str(exc)).removeprefix("mreg: ")
-            raise MirrorConflict(
-                f"target {self.target.name}: mirror row {row.origin} seq {row.seq} refused: {msg}",
-                hint="another operator appended to this log; run `mreg sync` and try again",
-                target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
-            ) from None
+            raise self._mirror_error(exc, row) from None
+
+    def _mirror_item(self, conn, rows: list[MirrorRow]) -> tuple:
+        """(prepared statement, parameters, formats) inserting ``rows``."""
+        enc = conn.info.encoding
+        return (self._mirror_statement(conn, len(rows)), [p for r in rows for p in raw_mirror_params(r, enc)],
+                RAW_MIRROR_FORMATS * len(rows))
+
+    def _mirror_error(self, exc, row: MirrorRow) -> Exception:
+        """``MirrorConflict`` for a row the mirror's unique key or trigger refused; else ``exc``."""
+        if exc.sqlstate not in ("23505", SQLSTATE_NOT_LINEAR):
+            return exc
+        msg = (exc.diag.message_primary or str(exc)).removeprefix("mreg: ")
+        return MirrorConflict(
+            f"target {self.target.name}: mirror row {row.origin} seq {row.seq} refused: {msg}",
+            hint="another operator appended to this log; run `mreg sync` and try again",
+            target=self.target.name, origin=row.origin, seq=row.seq, sqlstate=exc.sqlstate,
+        )
+
+    def _mirror_statement(self, conn, n: int) -> bytes:
+        """The name of the prepared INSERT of ``n`` mirror rows on ``conn`` (prepared on first use)."""
+        if self._prepared_on is not conn:
+            self._prepared_on, self._prepared = conn, {}
+        name = self._prepared.get(n)
+        if name is None:
+            text = insert_mirror_sql(self.mirror_schema, n)
+            name = f"mreg_mirror_{n}_{hashlib.sha256(text.encode()).hexdigest()[:12]}".encode()
+            try:
+                check_result(conn, conn.pgconn.prepare(name, text.encode(conn.info.encoding)))
+            except self.psycopg.errors.DuplicatePreparedStatement:
+                pass  # the same text under the same name (a shared pglite session)
+            self._prepared[n] = name
+        return name
+
+    def simple_ok(self, text: str) -> bool:
+        """Whether a step may go through libpq's ``PQexec`` (not ``COPY``, which needs psycopg's copy())."""
+        return not _COPY.search(text)
+
+    def run_simple(self, conn, text: str, meanwhile=None) -> int:
+        """Run ``text`` (statements without parameters) in one simple query; the last row count, or -1.
+
+        ``meanwhile()`` runs once the query is sent, while the server works; the results are
+        read after it (also when it raises), so the connection is always left idle.
+        """
+        pg = conn.pgconn
+        data = text.encode(conn.info.encoding)
+        if meanwhile is None:
+            return check_result(conn, pg.exec_(data))
+        pg.send_query(data)
+        while pg.flush():  # non-blocking connection: wait until the query is on its way
+            select.select([], [pg.socket], [], 1.0)
+        try:
+            meanwhile()
+        finally:
+            last = error = None
+            while (res := pg.get_result()) is not None:
+                last = res
+                if error is None and res.status == FATAL_ERROR:
+                    error = res
+        if last is None:
+            raise self.psycopg.OperationalError(pg.get_error_message(conn.info.encoding) or "no result")
+        return check_result(conn, error or last)
 
     @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
@@ -544,22 +696,30 @@ class PostgresAdapter:
             setup.append(self._tenant_sql(tenant, local=transactional))
         if transactional:
             setup.insert(0, "BEGIN")
-        sess = PgSession(self, conn, transactional)
+        # Held back and sent with the first statement: PostgreSQL 13 and later apply a SET LOCAL
+        # statement_timeout to the later statements of the same simple query (12 did not).
+        hold = transactional and conn.info.server_version >= 130000
+        sess = PgSession(self, conn, transactional, setup if hold else None)
         self._in_session = True
         saved = None
         try:
             if setup and not transactional:  # SET is session-wide: put the old values back afterwards
                 saved = conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout'), "
                                      "current_setting('search_path')").fetchone()
-            if setup:
+            if setup and not hold:
                 try:
                     conn.execute("; ".join(setup))
                 except self.psycopg.Error as exc:
                     raise db_error(exc, self.target.name, "starting a session") from None
             yield sess
         except BaseException:
-            if transactional and not sess.done and not conn.broken and not conn.closed:
-                conn.execute("ROLLBACK")
+            if transactional and not sess.done:
+                try:
+                    sess._finish_pipe(ignore_errors=True)
+                except self.psycopg.Error:
+                    pass  # the connection is gone: the server rolls the transaction back
+                if sess.setup is None and not conn.broken and not conn.closed:  # else nothing was sent
+                    conn.execute("ROLLBACK")
                 sess.done = True
             raise
         else:

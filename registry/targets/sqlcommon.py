@@ -189,10 +189,13 @@ SELECT (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
            LIKE %(format)s || ':%%' AS current
 """
 
-INSERT_MIRROR = (
-    "INSERT INTO {s}.schema_versions (" + ", ".join(MIRROR_COLUMNS) + ") VALUES ("
-    + ", ".join(["%s"] * len(MIRROR_COLUMNS)) + ")"
-)
+def insert_mirror_sql(schema: str, n: int) -> str:
+    """The INSERT of ``n`` mirror rows into ``{schema}.schema_versions`` with ``$1``… parameters
+    (``raw_mirror_params`` of each row in turn)."""
+    width = len(MIRROR_COLUMNS)
+    values = ", ".join("(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")" for i in range(n))
+    return f"INSERT INTO {schema}.schema_versions ({', '.join(MIRROR_COLUMNS)}) VALUES {values}"
+
 
 SELECT_MIRROR = (
     "SELECT " + ", ".join(MIRROR_COLUMNS) + " FROM {s}.schema_versions"
@@ -205,15 +208,97 @@ UPSERT_CHECKPOINT = (
 )
 
 
-def mirror_params(row: MirrorRow) -> tuple:
-    """The INSERT parameters of a mirror row, in ``MIRROR_COLUMNS`` order."""
-    from psycopg.types.json import Jsonb
+# libpq format codes of raw_mirror_params: leaf and leaf_hash binary, everything else text.
+RAW_MIRROR_FORMATS = [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 
-    return (
-        row.origin, row.seq, row.event_type, bytes(row.leaf), bytes(row.leaf_hash), row.version,
-        row.database_type, row.applied_at, row.applied_by, row.migration_id, row.checksum,
-        row.execution_time_ms, row.rollback_available, Jsonb(row.metadata),
-    )
+
+def raw_mirror_params(row: MirrorRow, encoding: str = "utf-8") -> list[bytes | None]:
+    """The INSERT parameters of a mirror row, in ``MIRROR_COLUMNS`` order, as libpq takes them
+    (``RAW_MIRROR_FORMATS``): text parameters take their column's type on the server, ``metadata``
+    is ``json.dumps`` of the details (as psycopg's ``Jsonb`` writes it).
+    """
+    ms = row.execution_time_ms
+    return [
+        row.origin.encode(encoding), b"%d" % row.seq, row.event_type.encode(encoding), bytes(row.leaf),
+        bytes(row.leaf_hash), row.version.encode(encoding), row.database_type.encode(encoding),
+        row.applied_at.encode(encoding), row.applied_by.encode(encoding), row.migration_id.encode(encoding),
+        row.checksum.encode(encoding), None if ms is None else b"%d" % ms,
+        b"t" if row.rollback_available else b"f", json.dumps(row.metadata).encode(encoding),
+    ]
+
+
+def check_result(conn, res) -> int:
+    """Raise the psycopg error a libpq result carries (as ``conn.execute`` would); else its row count or -1."""
+    from psycopg import errors, pq
+
+    status = res.status
+    if status == pq.ExecStatus.FATAL_ERROR:
+        if conn.pgconn.status != pq.ConnStatus.OK and not res.error_field(pq.DiagnosticField.SQLSTATE):
+            raise errors.OperationalError(res.get_error_message(conn.info.encoding) or "the connection was lost")
+        raise errors.error_from_result(res, encoding=conn.info.encoding)
+    if status in (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH):
+        raise errors.NotSupportedError("COPY cannot be used here")  # simple_ok keeps COPY away
+    if status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY):
+        raise errors.InternalError(f"unexpected result status {pq.ExecStatus(status).name}")
+    n = res.command_tuples
+    return -1 if n is None else n
+
+
+class Pipeline:
+    """Statements sent in libpq pipeline mode and read back at ``finish()`` (one Sync: one round trip).
+
+    The server executes each statement as soon as it arrives (``push()`` sends what is queued),
+    so the caller can go on working meanwhile; after an error the server skips the rest.
+    Items are SQL text without parameters or ``(prepared name, params, formats)``.
+    """
+
+    def __init__(self, conn) -> None:
+        self.conn, self.pg, self.enc = conn, conn.pgconn, conn.info.encoding
+        self.tags: list = []
+        self.pg.enter_pipeline_mode()
+
+    def send(self, item, tag=None) -> None:
+        if isinstance(item, str):
+            self.pg.send_query_params(item.encode(self.enc), None)
+        else:
+            self.pg.send_query_prepared(*item)
+        self.tags.append(tag)
+
+    def push(self) -> None:
+        """Put the queued statements on the wire now (the connection is non-blocking)."""
+        import select
+
+        while self.pg.flush():
+            select.select([], [self.pg.socket], [], 1.0)
+
+    def finish(self):
+        """Sync, read every result and leave pipeline mode; return (first error result, its tag) or None."""
+        from psycopg import OperationalError, pq
+
+        pg = self.pg
+        error = None
+        try:
+            pg.pipeline_sync()
+            n = idle = 0
+            while True:
+                res = pg.get_result()
+                if res is None:
+                    idle += 1
+                    if pg.status != pq.ConnStatus.OK or idle > 2:  # lost, or nothing more will come
+                        raise OperationalError(pg.get_error_message(self.enc) or "the connection was lost")
+                    continue
+                idle = 0
+                if res.status == pq.ExecStatus.PIPELINE_SYNC:
+                    break
+                if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                    error = (res, self.tags[n] if n < len(self.tags) else None)
+                n += 1
+        finally:
+            try:
+                pg.exit_pipeline_mode()
+            except OperationalError:
+                pass  # results left after a lost connection: the connection is unusable anyway
+        return error
 
 
 def _parse_time(text: str) -> dt.datetime | None:

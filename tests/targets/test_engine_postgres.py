@@ -161,7 +161,7 @@ def test_lock_timeout_is_retried_per_max_retries(proj, pg_dsn):
     def release_once_waited_on():
         for _ in range(1200):  # up to a minute for the subprocess to start on a busy machine
             waiting = pg_rows(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND query LIKE 'ALTER TABLE busy%%'")
+                                      "AND query LIKE '%%ALTER TABLE busy%%'")
             if waiting[0][0]:
                 break
             time.sleep(0.05)

@@ -189,3 +189,33 @@ def test_ensure_mirror_upgrades_a_mirror_made_by_an_older_format(pg_dsn):
         b.close()
     finally:
         a.close()
+
+
+def test_rows_in_flight_are_refused_at_commit_and_the_phase_rolls_back(pg):
+    """A transactional session sends mirror rows at once (libpq pipeline); a refused row raises
+    MirrorConflict when the results are read (at COMMIT) and nothing of the session stays."""
+    leaves = make_log(3)
+    pg.append_mirror(mirror_row_from_leaf(leaves[0]))
+    with pytest.raises(MirrorConflict) as err:
+        with pg.session(True) as s:
+            s.execute(Step("CREATE TABLE in_flight_t (id int)"))
+            s.append_mirrors([mirror_row_from_leaf(leaves[2])])  # a gap: refused by the trigger
+            s.commit()
+    assert err.value.data["seq"] == 2
+    assert pg.conn.execute("SELECT to_regclass('in_flight_t')").fetchone() == (None,)
+    assert [r.seq for r in pg.mirror_rows(ORIGIN)] == [0]
+
+
+def test_a_statement_after_rows_in_flight_sees_them_in_order(pg):
+    leaves = make_log(3)
+    with pg.session(True) as s:
+        s.append_mirrors([mirror_row_from_leaf(leaves[0])])
+        assert s.query("SELECT count(*) AS n FROM schema_versions") == [{"n": 1}]  # read after the INSERT
+        s.append_mirrors([mirror_row_from_leaf(leaf) for leaf in leaves[1:]])
+        s.commit()
+    assert [r.seq for r in pg.mirror_rows(ORIGIN)] == [0, 1, 2]
+    with pytest.raises(MirrorConflict):  # refused while in flight: raised before the next statement runs
+        with pg.session(True) as s:
+            s.append_mirrors([mirror_row_from_leaf(leaves[0])])
+            s.execute(Step("CREATE TABLE never_made (id int)"))
+    assert pg.conn.execute("SELECT to_regclass('never_made')").fetchone() == (None,)

@@ -15,7 +15,7 @@ from ledger.policy import default_policy
 from ledger.proof import (consistency_text, inclusion_text, parse_inclusion, verify_consistency_text,
                           verify_inclusion_text)
 from ledger.statement import new_statement
-from ledger.store import LedgerStore
+from ledger.store import LedgerStore, StoreError
 
 O = "demo/registry"
 A = Signer.from_seed(bytes(range(32)), "alice@example.com")
@@ -219,3 +219,62 @@ def test_parallel_signing_beside_another_thread_uses_the_fork_server(tmp_path):
     finally:
         stop.set()
         helper.join()
+
+
+def test_schema_statements_are_what_sqlite_utils_creates(tmp_path):
+    """A fresh catalog is created from ledger.store.SCHEMA (no sqlite-utils import on the engine's
+    path): the same tables and indexes, byte for byte, as the sqlite-utils calls they stand for."""
+    import sqlite_utils
+
+    from ledger.store import create_with_sqlite_utils
+
+    reference = sqlite_utils.Database(tmp_path / "ref.db")
+    create_with_sqlite_utils(reference)
+    with LedgerStore(tmp_path / "store.db") as s:
+        ours = s.conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                              "WHERE type IN ('table', 'index') ORDER BY name").fetchall()
+    theirs = reference.conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
+                                    "WHERE type IN ('table', 'index') ORDER BY name").fetchall()
+    assert ours == theirs
+    assert len(ours) == 4 + 4 + 2  # tables, named indexes, the two primary-key auto-indexes
+
+
+@pytest.mark.parametrize("keyid", [A.keyid, 'a "quoted" key\\id', "ключ"])
+def test_signed_leaf_is_build_leaf(keyid):
+    """The direct formatting of a one-signature leaf gives build_leaf's bytes (and falls back to it)."""
+    from ledger.dsse import sign_payload
+    from ledger.log import build_leaf, signed_leaf
+    from ledger.statement import new_statement_bytes
+
+    _, payload = new_statement_bytes(ledger=O, type="register", actor="alice", time="2026-01-01T00:00:00Z")
+    env = sign_payload(payload, A)
+    env["signatures"][0]["keyid"] = keyid
+    for seq, prev in ((0, bytes(32)), (7, bytes(range(32))), (2**53 - 1, b"\xff" * 32)):
+        assert signed_leaf(seq, prev, env["payload"], keyid, env["signatures"][0]["sig"]) == \
+            build_leaf(seq, prev, env)
+
+
+def test_add_built_leaves_checks_the_chain_and_equals_add_leaves(tmp_path):
+    from ledger.dsse import sign_payload
+    from ledger.log import signed_leaf
+    from ledger.merkle import leaf_hash
+    from ledger.statement import new_statement_bytes
+
+    items, prev = [], bytes(32)
+    for seq in range(5):
+        stmt, payload = new_statement_bytes(ledger=O, type="register", actor="alice", event_id=f"e{seq}",
+                                            time="2026-01-01T00:00:00Z")
+        env = sign_payload(payload, A)
+        leaf = signed_leaf(seq, prev, env["payload"], A.keyid, env["signatures"][0]["sig"])
+        items.append((leaf, seq, prev, stmt, A.keyid))
+        prev = leaf_hash(leaf)
+    with LedgerStore(tmp_path / "a.db") as one, LedgerStore(tmp_path / "b.db") as two:
+        one.add_built_leaves(O, items[:2])
+        one.add_built_leaves(O, items[2:])
+        two.add_leaves(O, [i[0] for i in items])
+        assert one.conn.execute("SELECT * FROM ledger_leaves").fetchall() == \
+            two.conn.execute("SELECT * FROM ledger_leaves").fetchall()
+        assert one.root(O) == two.root(O)
+        with pytest.raises(StoreError):  # a leaf that does not chain (seq 4 again after seq 4)
+            one.add_built_leaves(O, [items[4][:1] + (5, leaf_hash(items[4][0])) + items[4][3:], items[4]])
+        assert one.size(O) == 5

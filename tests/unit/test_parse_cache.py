@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,3 +55,75 @@ def test_second_read_comes_from_the_cache_and_a_changed_file_is_parsed_again(tmp
     assert len(calls) == 1 and calls[0].endswith(edited.name)
     changed = [m for m in again if m.path.endswith(edited.name)]
     assert changed[0].checksum != [m for m in first if m.path.endswith(edited.name)][0].checksum
+
+
+def _many(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"20250101_{i:06d}_schema_t_{i:05d}.sql").write_text(
+            f"-- Phase 1: EXPAND\nCREATE TABLE t_{i:05d} (id integer);\n")
+
+
+def test_a_large_folder_parsed_in_a_worker_gives_what_parsing_here_gives(tmp_path):
+    """start_loading forks a worker for a large folder (the engine connects meanwhile)."""
+    from registry.apply.context import PARALLEL_MIN_FILES, start_loading
+
+    folder = tmp_path / "migrations"
+    _many(folder, PARALLEL_MIN_FILES + 5)
+    cfg = cfg_for(tmp_path, folder)
+    loading = start_loading(cfg)
+    if threading.active_count() == 1:  # fork is only used by a single-threaded process
+        assert loading.proc is not None
+    got = loading.result()
+    assert loading.proc is None  # the worker was joined
+    assert got == [parse_migration(str(p.relative_to(tmp_path)), p.read_bytes(), database=None)
+                   for p in sorted(folder.iterdir())]
+
+
+def test_a_bad_file_in_a_large_folder_raises_its_parse_error_in_the_engine(tmp_path):
+    from registry.apply.context import PARALLEL_MIN_FILES, start_loading
+    from registry.parse import ParseError
+
+    folder = tmp_path / "migrations"
+    _many(folder, PARALLEL_MIN_FILES + 5)
+    bad = folder / "20250101_000050_schema_t_00050.sql"
+    bad.write_text("-- Phase 1: EXPAND\nCREATE TABLEE t (id integer);\n")
+    loading = start_loading(cfg_for(tmp_path, folder))
+    with pytest.raises(ParseError) as err:
+        loading.result()
+    assert bad.name in str(err.value) and "syntax error" in str(err.value)
+
+
+def test_cancel_stops_the_worker(tmp_path):
+    from registry.apply.context import PARALLEL_MIN_FILES, start_loading
+
+    folder = tmp_path / "migrations"
+    _many(folder, PARALLEL_MIN_FILES + 5)
+    loading = start_loading(cfg_for(tmp_path, folder))
+    proc = loading.proc
+    loading.cancel()
+    assert loading.proc is None and (proc is None or not proc.is_alive())
+
+
+def test_the_folder_walk_lists_what_rglob_lists(tmp_path):
+    """_folder_files walks with os.walk; it must list what sorted(rglob("*")) lists, in that order."""
+    import os
+
+    from registry.apply.context import _folder_files
+    from registry.parse import EXTENSIONS
+
+    m = tmp_path / "m"
+    for rel in ("a.sql", "B.sql", "postgres/x.sql", "postgres/.h.sql", "_u.sql", "neo4j/z.cypher", "a.b.sql",
+                "noext", ".sql", "x.SQL", "sub/dir/deep.redis", "a-b/c.sql", "a/c.sql", "a.sql.bak"):
+        (m / rel).parent.mkdir(parents=True, exist_ok=True)
+        (m / rel).write_text(rel)
+    os.symlink(m / "postgres", m / "link")  # a symlinked folder is not entered
+    for root in (tmp_path, tmp_path / "elsewhere"):
+        cfg = SimpleNamespace(root=root, migrations=SimpleNamespace(value=m))
+        want = []
+        for path in sorted(m.rglob("*")):
+            if path.is_file() and path.suffix[1:] in EXTENSIONS and not path.name.startswith((".", "_")):
+                shown = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+                want.append((shown, path.read_bytes()))
+        assert [(shown, data) for shown, data, _ in _folder_files(cfg)] == want
+        assert len(want) == 8
