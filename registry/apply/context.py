@@ -18,15 +18,22 @@ from registry.apply.logio import TargetLog, origin_of
 from registry.apply.progress import Progress
 from registry.errors import DatabaseError, TargetUnavailable
 
-def load_migrations(cfg) -> list:
-    """The registered migrations (the registry's view), else the canonical files under ``migrations/``."""
+def load_migrations(cfg, emit=None) -> list:
+    """The registered migrations (the registry's view), else the canonical files under ``migrations/``.
+
+    ``emit(part, last)``, when given, receives the migrations in order, a part at a time, as
+    they are parsed (the parse worker streams them; see ``Loading``), ``last`` true for the final
+    part; the whole list is returned as well, once the parse cache is written.
+    """
     if _registered_count(Path(cfg.catalog.value)):
         from registry.registration import registered_migrations
 
         found = list(registered_migrations(cfg))
         if found:
+            if emit is not None:
+                emit(found, True)
             return found
-    return parse_folder(cfg)
+    return parse_folder(cfg, emit)
 
 
 def _registered_count(catalog: Path) -> int:
@@ -46,12 +53,13 @@ def _registered_count(catalog: Path) -> int:
         return 1  # let the registry report what is wrong with it
 
 
-def parse_folder(cfg) -> list:
+def parse_folder(cfg, emit=None) -> list:
     """Parse every migration file under ``cfg.migrations.value`` (a flat folder or one per database).
 
     Unchanged files come from catalog.db's parse cache (``registry.apply.parsecache``).
+    ``emit`` as for ``load_migrations``.
     """
-    return _parse_cached(cfg, _folder_files(cfg))
+    return _parse_cached(cfg, _folder_files(cfg), emit)
 
 
 def _folder_files(cfg) -> list[tuple[str, bytes, str | None]]:
@@ -102,6 +110,12 @@ class Loading:
     process imports the driver, connects, takes the locks and pulls the mirrors. ``result()`` waits for them; if the worker failed
     or died, they are loaded here, so a bad file raises its usual ``ParseError``.
     ``cancel()`` stops a worker whose result is no longer wanted. See docs/performance.md.
+
+    The worker sends the migrations in parts of ``EMIT_EVERY`` as it parses them (each a pickled
+    list), then an empty ``b""`` once all are sent, before it writes the parse cache; ``None``
+    pickled means it failed. This process unpickles each part as it comes, so only the last part
+    is left when the worker is done, and the worker's cache write is not waited for before the
+    engine goes on (it is joined at exit).
     """
 
     def __init__(self, cfg, ready: list | None = None) -> None:
@@ -130,11 +144,21 @@ class Loading:
         if self.conn is not None:
             import pickle
 
+            parts: list | None = []
             try:
-                found = pickle.loads(self.conn.recv_bytes())
+                while (data := self.conn.recv_bytes()) != b"":
+                    part = pickle.loads(data)
+                    if part is None:  # the worker failed
+                        parts = None
+                        break
+                    parts.extend(part)
             except (EOFError, OSError, pickle.UnpicklingError):
-                found = None
-            self._stop()
+                parts = None
+            if parts is None:
+                self._stop()
+            else:  # all received: the worker writes the parse cache meanwhile
+                found = parts
+                self._detach()
         if found is None:  # no worker, or it failed: load here (a bad file raises its ParseError)
             found = load_migrations(self.cfg)
         self.ready = found
@@ -144,6 +168,16 @@ class Loading:
         if self.proc is not None and self.ready is None:
             self.proc.terminate()
         self._stop()
+
+    def _detach(self) -> None:
+        """Leave the worker to finish its cache write; it is joined at exit (before multiprocessing
+        would terminate it as a daemon) or by whoever calls ``_stop`` on this object."""
+        import atexit
+
+        self.conn.close()
+        self.conn = None
+        proc, self.proc = self.proc, None
+        atexit.register(proc.join)
 
     def _stop(self) -> None:
         if self.conn is not None:
@@ -156,17 +190,36 @@ class Loading:
 
 def _parse_worker(cfg, reader, writer) -> None:
     import pickle
+    import queue
+    import threading
 
     reader.close()  # so that the pipe breaks (and this worker ends) if the engine's process dies
+    # A thread writes to the pipe, so parsing goes on while the engine is not reading yet
+    # (a pipe holds 64 KB; one part is about 60 KB).
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send() -> None:
+        try:
+            while (data := outbox.get()) is not None:
+                writer.send_bytes(data)
+        except OSError:  # the engine's process is gone, or the pipe broke: nobody is listening
+            pass
+
+    sender = threading.Thread(target=send, name="mreg-parse-send", daemon=True)
+    sender.start()
+
+    def emit(part: list, last: bool) -> None:
+        outbox.put(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+        if last:  # all sent: the engine goes on while the parse cache is written
+            outbox.put(b"")
+
     try:
-        data = pickle.dumps(load_migrations(cfg), protocol=pickle.HIGHEST_PROTOCOL)
+        load_migrations(cfg, emit)
     except BaseException:  # the engine parses again and reports the error itself
-        data = pickle.dumps(None)
-    try:
-        writer.send_bytes(data)
-    except OSError:
-        pass
+        outbox.put(pickle.dumps(None))
     finally:
+        outbox.put(None)
+        sender.join()
         writer.close()
 
 
@@ -222,7 +275,12 @@ def _count_files(root: Path, enough: int) -> int:
     return n
 
 
-def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]]) -> list:
+EMIT_EVERY = 100  # migrations per part handed to ``emit`` (the worker's pickled messages)
+
+
+def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]], emit=None) -> list:
+    """Every file's ``Migration`` (from the parse cache, else parsed), in order; ``emit`` gets them
+    part by part as they are ready, the last part before the new cache entries are written."""
     import sqlite3
 
     from registry.apply.parsecache import ParseCache, cache_key
@@ -232,17 +290,26 @@ def _parse_cached(cfg, files: list[tuple[str, bytes, str | None]]) -> list:
         cfg.catalog.value.parent.mkdir(parents=True, exist_ok=True)
         cache = ParseCache(cfg.catalog.value)
     except (OSError, sqlite3.Error):  # no writable catalog: parse everything
-        return [parse_migration(shown, data, database=db) for shown, data, db in files]
+        out = [parse_migration(shown, data, database=db) for shown, data, db in files]
+        if emit is not None:
+            emit(out, True)
+        return out
     try:
         keys = [cache_key(shown, db, data) for shown, data, db in files]
         known = cache.get_many(keys)
         out = []
+        sent = 0
         for key, (shown, data, db) in zip(keys, files):
             m = known.get(key)
             if m is None:
                 m = parse_migration(shown, data, database=db)
                 cache.put(key, m)
             out.append(m)
+            if emit is not None and len(out) - sent >= EMIT_EVERY:
+                emit(out[sent:], False)
+                sent = len(out)
+        if emit is not None:
+            emit(out[sent:], True)
         return out
     finally:
         cache.close()

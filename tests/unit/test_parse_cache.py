@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,16 +69,25 @@ def test_a_large_folder_parsed_in_a_worker_gives_what_parsing_here_gives(tmp_pat
     """start_loading forks a worker for a large folder (the engine connects meanwhile)."""
     from registry.apply.context import PARALLEL_MIN_FILES, start_loading
 
+    from registry.apply.context import EMIT_EVERY
+
     folder = tmp_path / "migrations"
-    _many(folder, PARALLEL_MIN_FILES + 5)
+    _many(folder, max(PARALLEL_MIN_FILES, 2 * EMIT_EVERY) + 5)  # three parts through the pipe
     cfg = cfg_for(tmp_path, folder)
     loading = start_loading(cfg)
+    forked = loading.proc
     if threading.active_count() == 1:  # fork is only used by a single-threaded process
-        assert loading.proc is not None
+        assert forked is not None
     got = loading.result()
-    assert loading.proc is None  # the worker was joined
+    assert loading.proc is None  # handed over: joined at exit, after it writes the parse cache
     assert got == [parse_migration(str(p.relative_to(tmp_path)), p.read_bytes(), database=None)
                    for p in sorted(folder.iterdir())]
+    if forked is not None:
+        forked.join(30)
+        assert forked.exitcode == 0
+        db = sqlite3.connect(cfg.catalog.value)
+        assert db.execute("SELECT count(*) FROM parsed_migrations").fetchone()[0] == len(got)
+        db.close()
 
 
 def test_a_bad_file_in_a_large_folder_raises_its_parse_error_in_the_engine(tmp_path):
@@ -85,8 +95,8 @@ def test_a_bad_file_in_a_large_folder_raises_its_parse_error_in_the_engine(tmp_p
     from registry.parse import ParseError
 
     folder = tmp_path / "migrations"
-    _many(folder, PARALLEL_MIN_FILES + 5)
-    bad = folder / "20250101_000050_schema_t_00050.sql"
+    _many(folder, PARALLEL_MIN_FILES + 105)
+    bad = folder / "20250101_000150_schema_t_00150.sql"  # in the second part
     bad.write_text("-- Phase 1: EXPAND\nCREATE TABLEE t (id integer);\n")
     loading = start_loading(cfg_for(tmp_path, folder))
     with pytest.raises(ParseError) as err:
