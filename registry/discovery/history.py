@@ -42,6 +42,7 @@ class Objects:
         from dulwich.objects import parse_tree
         from dulwich.repo import Repo
 
+        self.path = repo_path
         self.repo = Repo(repo_path)
         self.store = self.repo.object_store
         from registry.discovery.packs import PackReader

@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 
 from registry.discovery import rules
-from registry.discovery.history import LINK_MODE, Change
+from registry.discovery.history import LINK_MODE, Change, Objects, diff
 from registry.discovery.inspect import inspect
 from registry.discovery.lineage import parse_key
 
@@ -137,7 +137,13 @@ class Prefetch:
                 return True
         return False
 
+    def diffs(self, scope, pairs: list[tuple]) -> "Diffs":
+        """The changes of each ``(parent tree, tree)`` pair, diffed ahead in the pool (:class:`Diffs`)."""
+        self._start_pool()
+        return Diffs(self.pool, self.objects, scope, pairs)
+
     def close(self) -> None:
+        _OPEN.pop(self.objects.path, None)
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)  # no thread left: later pools may fork
             self.pool = None
@@ -168,14 +174,18 @@ class Prefetch:
     def _load(self, items: list[tuple]) -> list[tuple]:
         return [(path, self.objects.blob(blob), naming, link) for path, blob, naming, link in items]
 
-    def _send(self) -> None:
-        """Submit every chunk not sent yet to the pool (started on first use)."""
+    def _start_pool(self) -> None:
         if self.pool is None:
             from concurrent.futures import ProcessPoolExecutor
 
             from ledger.workers import context
 
+            _OPEN[self.objects.path] = self.objects  # a forked worker reads through a copy of it
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context())
+
+    def _send(self) -> None:
+        """Submit every chunk not sent yet to the pool (started on first use)."""
+        self._start_pool()
         for chunk in self.unsent:
             if chunk.items and chunk.future is None and chunk.results is None:
                 try:
@@ -184,3 +194,76 @@ class Prefetch:
                     continue
                 self.sent.append(chunk)
         self.unsent = []
+
+
+# -- tree comparison ahead ----------------------------------------------------------------
+DIFF_CHUNK = 400  # commits per task
+
+_OPEN: dict = {}  # repo path -> Objects; a forked worker inherits the scan's own (else opens one)
+
+
+def diff_chunk(repo: str, scope, pairs: list[tuple]) -> list[list[Change]]:
+    """Run in a worker: the changes of each ``(parent tree, tree)`` pair (``history.diff``)."""
+    objects = _OPEN.get(repo)
+    if objects is None:
+        objects = _OPEN[repo] = Objects(repo)
+    return [diff(objects, scope, old, new) for old, new in pairs]
+
+
+class Diffs:
+    """Commits' changes, compared by the pool's workers and by this process at once.
+
+    The walk is cut into chunks of :data:`DIFF_CHUNK` commits, all sent to the pool. The walk
+    asks for each commit's changes in order (:meth:`get`): a chunk no worker has begun is
+    compared here; while a worker compares the chunk asked for, this process compares the
+    last chunks no worker has begun (as :meth:`Prefetch.take` does for parses). Each chunk is
+    compared by the same code (``history.diff``) wherever it runs, so the result is the same.
+    """
+
+    def __init__(self, pool, objects, scope, pairs: list[tuple]) -> None:
+        self.objects, self.scope = objects, scope
+        self.chunks = [pairs[i:i + DIFF_CHUNK] for i in range(0, len(pairs), DIFF_CHUNK)]
+        self.results: list[list | None] = [None] * len(self.chunks)
+        self.futures: list = [None] * len(self.chunks)
+        self.back = len(self.chunks) - 1  # the last chunk that may still be stolen
+        for j in range(1, len(self.chunks)):  # the first is compared here while the workers start
+            try:
+                self.futures[j] = pool.submit(diff_chunk, objects.path, scope, self.chunks[j])
+            except BrokenProcessPool:
+                break
+
+    def get(self, i: int) -> list[Change]:
+        """The changes of the ``i``-th pair (asked for in order)."""
+        j, k = divmod(i, DIFF_CHUNK)
+        res = self.results[j]
+        if res is None:
+            res = self.results[j] = self._fetch(j)
+        if k == len(self.chunks[j]) - 1:
+            self.results[j] = None
+            self.chunks[j] = []
+        return res[k]
+
+    def _here(self, j: int) -> list[list[Change]]:
+        return [diff(self.objects, self.scope, old, new) for old, new in self.chunks[j]]
+
+    def _fetch(self, j: int) -> list[list[Change]]:
+        f = self.futures[j]
+        if f is None or f.cancel():
+            return self._here(j)
+        while not f.done() and self._steal(j):
+            pass
+        try:
+            return f.result()
+        except BrokenProcessPool:  # a worker died: compare here
+            return self._here(j)
+
+    def _steal(self, j: int) -> bool:
+        """Compare here the last chunk after ``j`` no worker has begun; False when there is none."""
+        while self.back > j:
+            b = self.back
+            self.back -= 1
+            f = self.futures[b]
+            if self.results[b] is None and f is not None and f.cancel():
+                self.results[b] = self._here(b)
+                return True
+        return False

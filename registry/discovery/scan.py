@@ -74,12 +74,11 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 lines = Lines(state, objects, scope, commits, heads)
                 trees = {c.sha: c.tree for c in commits}
                 pending: deque = deque()  # with a prefetch: commits diffed, waiting for their parses
+                pairs = [((trees.get(c.parents[0]) or objects.commit(c.parents[0]).tree) if c.parents else None,
+                          c.tree) for c in commits]
+                diffs = prefetch.diffs(scope, pairs) if prefetch is not None else None
                 for i, c in enumerate(commits):
-                    parent_tree = None
-                    if c.parents:
-                        p = c.parents[0]
-                        parent_tree = trees.get(p) or objects.commit(p).tree
-                    changes = diff(objects, scope, parent_tree, c.tree)
+                    changes = diffs.get(i) if diffs is not None else diff(objects, scope, pairs[i][0], c.tree)
                     if prefetch is None:
                         lines.apply(c, changes)
                     else:
