@@ -24,6 +24,7 @@ from registry.discovery import rules
 from registry.discovery.history import LINK_MODE, Change, Objects, diff
 from registry.discovery.inspect import inspect
 from registry.discovery.lineage import parse_key
+from registry.model import checksum_bytes
 
 CHUNK = 24  # files per task
 START_AT = 96  # files waiting before a pool is worth its start-up
@@ -41,8 +42,14 @@ def worker_count() -> int:
 
 
 def inspect_chunk(items: list[tuple]) -> list[dict]:
-    """Run in a worker: ``inspect`` each ``(path, data, naming, symlink)``."""
+    """``inspect`` each ``(path, data, naming, symlink)``."""
     return [inspect(path, data, naming, symlink=link) for path, data, naming, link in items]
+
+
+def inspect_blobs(repo: str, items: list[tuple]) -> list[dict]:
+    """Run in a worker: ``inspect`` each ``(path, blob id, naming, symlink)``, reading the blobs here."""
+    objects = _objects(repo)
+    return [inspect(path, objects.blob(blob), naming, symlink=link) for path, blob, naming, link in items]
 
 
 class _Chunk:
@@ -137,10 +144,11 @@ class Prefetch:
                 return True
         return False
 
-    def diffs(self, scope, pairs: list[tuple]) -> "Diffs":
-        """The changes of each ``(parent tree, tree)`` pair, diffed ahead in the pool (:class:`Diffs`)."""
+    def diffs(self, scope, pairs: list[tuple], sums: dict[str, str]) -> "Diffs":
+        """The changes of each ``(parent tree, tree)`` pair, diffed ahead in the pool (:class:`Diffs`);
+        the checksums of modified files the workers computed go into ``sums`` (``State.sums``)."""
         self._start_pool()
-        return Diffs(self.pool, self.objects, scope, pairs)
+        return Diffs(self.pool, self.objects, scope, pairs, sums)
 
     def close(self) -> None:
         _OPEN.pop(self.objects.path, None)
@@ -189,7 +197,7 @@ class Prefetch:
         for chunk in self.unsent:
             if chunk.items and chunk.future is None and chunk.results is None:
                 try:
-                    chunk.future = self.pool.submit(inspect_chunk, self._load(chunk.items))
+                    chunk.future = self.pool.submit(inspect_blobs, self.objects.path, chunk.items)
                 except BrokenProcessPool:  # no pool any more: the chunk is parsed here when needed
                     continue
                 self.sent.append(chunk)
@@ -202,12 +210,24 @@ DIFF_CHUNK = 400  # commits per task
 _OPEN: dict = {}  # repo path -> Objects; a forked worker inherits the scan's own (else opens one)
 
 
-def diff_chunk(repo: str, scope, pairs: list[tuple]) -> list[list[Change]]:
-    """Run in a worker: the changes of each ``(parent tree, tree)`` pair (``history.diff``)."""
+def _objects(repo: str) -> Objects:
     objects = _OPEN.get(repo)
     if objects is None:
         objects = _OPEN[repo] = Objects(repo)
-    return [diff(objects, scope, old, new) for old, new in pairs]
+    return objects
+
+
+def diff_chunk(repo: str, scope, pairs: list[tuple]) -> tuple[list[list[Change]], dict[str, str]]:
+    """Run in a worker: the changes of each ``(parent tree, tree)`` pair (``history.diff``), and the
+    checksums of the files they modify (``{blob id: checksum}``, what ``State.checksum`` computes)."""
+    objects = _objects(repo)
+    out = [diff(objects, scope, old, new) for old, new in pairs]
+    sums = {}
+    for changes in out:
+        for ch in changes:
+            if ch.old is not None and ch.new is not None and ch.new[0] != LINK_MODE and ch.new[1] not in sums:
+                sums[ch.new[1]] = checksum_bytes(objects.blob(ch.new[1]))
+    return out, sums
 
 
 class Diffs:
@@ -220,8 +240,8 @@ class Diffs:
     compared by the same code (``history.diff``) wherever it runs, so the result is the same.
     """
 
-    def __init__(self, pool, objects, scope, pairs: list[tuple]) -> None:
-        self.objects, self.scope = objects, scope
+    def __init__(self, pool, objects, scope, pairs: list[tuple], sums: dict[str, str]) -> None:
+        self.objects, self.scope, self.sums = objects, scope, sums
         self.chunks = [pairs[i:i + DIFF_CHUNK] for i in range(0, len(pairs), DIFF_CHUNK)]
         self.results: list[list | None] = [None] * len(self.chunks)
         self.futures: list = [None] * len(self.chunks)
@@ -253,9 +273,11 @@ class Diffs:
         while not f.done() and self._steal(j):
             pass
         try:
-            return f.result()
+            out, sums = f.result()
         except BrokenProcessPool:  # a worker died: compare here
             return self._here(j)
+        self.sums.update(sums)
+        return out
 
     def _steal(self, j: int) -> bool:
         """Compare here the last chunk after ``j`` no worker has begun; False when there is none."""

@@ -76,7 +76,7 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 pending: deque = deque()  # with a prefetch: commits diffed, waiting for their parses
                 pairs = [((trees.get(c.parents[0]) or objects.commit(c.parents[0]).tree) if c.parents else None,
                           c.tree) for c in commits]
-                diffs = prefetch.diffs(scope, pairs) if prefetch is not None else None
+                diffs = prefetch.diffs(scope, pairs, state.sums) if prefetch is not None else None
                 for i, c in enumerate(commits):
                     changes = diffs.get(i) if diffs is not None else diff(objects, scope, pairs[i][0], c.tree)
                     if prefetch is None:

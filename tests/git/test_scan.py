@@ -344,6 +344,7 @@ def test_parsing_in_worker_processes_gives_the_same_scan(seed_project, tmp_path,
     monkeypatch.setattr(scan_mod, "PREFETCH_COMMITS", 0)
     monkeypatch.setattr(prefetch, "START_AT", 2)
     monkeypatch.setattr(prefetch, "CHUNK", 2)
+    monkeypatch.setattr(prefetch, "DIFF_CHUNK", 2)  # trees compared in the worker and here, chunk by chunk
     monkeypatch.setattr(prefetch, "worker_count", lambda: 1)
     monkeypatch.setattr(prefetch.Prefetch, "take", take)
     monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "pooled" / "catalog.db"))
@@ -356,13 +357,13 @@ def test_parsing_in_worker_processes_gives_the_same_scan(seed_project, tmp_path,
 _DYING: dict = {}
 
 
-def _dying(items):
-    """``inspect_chunk`` in a worker that is killed mid-task (out of memory, a signal)."""
+def _dying(*args):
+    """A worker's task (``inspect_blobs``, ``diff_chunk``) killed mid-task (out of memory, a signal)."""
     import os
 
     if os.getpid() != _DYING["parent"]:
         os._exit(1)
-    return _DYING["real"](items)
+    raise AssertionError("a task meant for a worker ran in the scan's own process")
 
 
 # When a worker dies, Python 3.11's executor thread may try to fail a future the scan had cancelled
@@ -376,12 +377,13 @@ def test_a_worker_that_dies_leaves_the_scan_whole(seed_project, tmp_path, monkey
 
     in_place, _ = scan()
     monkeypatch.setitem(_DYING, "parent", os.getpid())
-    monkeypatch.setitem(_DYING, "real", prefetch.inspect_chunk)
     monkeypatch.setattr(scan_mod, "PREFETCH_COMMITS", 0)
     monkeypatch.setattr(prefetch, "START_AT", 2)
     monkeypatch.setattr(prefetch, "CHUNK", 2)
+    monkeypatch.setattr(prefetch, "DIFF_CHUNK", 2)
     monkeypatch.setattr(prefetch, "worker_count", lambda: 1)
-    monkeypatch.setattr(prefetch, "inspect_chunk", _dying)
+    monkeypatch.setattr(prefetch, "inspect_blobs", _dying)
+    monkeypatch.setattr(prefetch, "diff_chunk", _dying)
     monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "broken" / "catalog.db"))
     broken, _ = scan()
     assert broken.migrations == in_place.migrations and broken.findings == in_place.findings
