@@ -1,4 +1,10 @@
-"""Parse migration files in worker processes while the history walk goes on.
+"""Compare trees and parse migration files in worker processes while the history walk goes on.
+
+The walk's tree comparisons (``history.diff`` of each commit against its first parent) are
+cut into chunks of commits, sent to the pool, and compared by whichever process gets to a
+chunk first: a worker, or this process when it needs a chunk no worker has begun or has
+nothing else to do (:class:`Diffs`). A worker also reads the blobs it parses and the
+checksums of the files its chunk of commits modifies, so this process reads fewer objects.
 
 A first scan of a long history parses thousands of files (every file's first content,
 which fixes its id, and its current content); parsing is the parser's work (pglast,
