@@ -67,6 +67,9 @@ class Settings:
 
     batch_size: int = 1000
     pause_between_batches: int = 0
+    max_batch_ms: int = 0           # a backfill batch's target duration; 0: every batch is batch_size keys
+    duty_cycle: int = 100           # percent of a backfill's time spent in batches (the rest: pauses)
+    checkpoint_interval: int = 1000  # ms between a backfill's ledgered batch_checkpoints; 0: every batch
     max_retries: int = 3
     timeout: int = 60_000
     lock_timeout: int = 5_000
@@ -78,8 +81,8 @@ class Backfill:
     """A batched data migration: ``update`` runs once per key range of ``table``.
 
     ``update`` holds the placeholders ``:lo`` and ``:hi`` (inclusive-exclusive key
-    bounds); the adapter walks ``key`` from its minimum to its maximum in
-    ``batch_size`` steps and records a ``batch_checkpoint`` after each batch.
+    bounds); the engine walks ``key`` from its minimum to its maximum in ranges of at
+    most ``batch_size`` keys (``registry.apply.backfill``).
     """
 
     table: str

@@ -58,6 +58,7 @@ class PhaseState:
     time: str | None = None           # time of the last event
     last_event: str | None = None
     rolling_back: bool = False        # interrupted during rollback (rollback_started, no outcome)
+    resumable: bool = False           # the last attempt failed part-way and said it may be resumed
     error: str | None = None
 
     @property
@@ -123,7 +124,7 @@ def log_state(statements: list[dict]) -> LogState:
         if kind == "apply_started":
             resume = details.get("resume_from") or 0
             ps.status, ps.checksum, ps.rolling_back = "interrupted", mig.get("checksum"), False
-            ps.steps_done = resume
+            ps.steps_done, ps.resumable = resume, False
             if not details.get("resume_backfill"):
                 ps.backfill_next, ps.backfill_rows = None, 0
         elif kind == "batch_checkpoint":
@@ -137,7 +138,8 @@ def log_state(statements: list[dict]) -> LogState:
             ps.status, ps.steps_done, ps.backfill_next, ps.error = "applied", 0, None, None
         elif kind == "apply_failed":
             ps.status, ps.error = "failed", details.get("error")
-            if not details.get("resumable"):
+            ps.resumable = bool(details.get("resumable"))
+            if not ps.resumable:
                 ps.steps_done, ps.backfill_next = 0, None
         elif kind == "rollback_started":
             ps.rolling_back = True
@@ -156,7 +158,9 @@ class PlanEntry:
 
     ``steps`` are the phase's steps; ``resume_from`` how many of them an interrupted
     ``txmode: none`` attempt already ran; ``backfill_from`` the key a backfill resumes at.
-    ``recover`` names an interrupted attempt the executor first records as failed.
+    ``recover`` names an interrupted attempt the executor first records as failed; ``resumes`` says the
+    entry continues an earlier attempt (interrupted, or failed part-way with ``resumable``), so a
+    backfill picks up the progress that attempt committed.
     """
 
     migration: Migration
@@ -168,6 +172,7 @@ class PlanEntry:
     backfill_from: int | None = None
     backfill_rows: int = 0
     recover: bool = False
+    resumes: bool = False
     needs_confirmation: bool = False
 
     def as_dict(self) -> dict:
@@ -306,8 +311,9 @@ def build_plan(migrations: list[Migration], targets: dict, states: dict[str, Log
                         plan.blocked.append(Blocked(m.id, ph, tname, reason, tenant))
                         continue
                     entry = PlanEntry(m, ph, tname, tenant, _phase_steps(m, ph))
-                    if ps.status == "interrupted" or (ps.status == "failed" and ps.steps_done):
+                    if ps.status == "interrupted" or (ps.status == "failed" and (ps.steps_done or ps.resumable)):
                         entry.recover = ps.status == "interrupted"
+                        entry.resumes = True
                         # only step-by-step phases record steps_done; a transactional one is always 0
                         entry.resume_from = ps.steps_done
                         if ps.backfill_next is not None:

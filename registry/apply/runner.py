@@ -323,9 +323,11 @@ def _run_stepwise(log, adapter, entry):
     total = len(entry.steps)
     t0 = time.monotonic()
     start = entry.resume_from
+    backfill = entry.phase == "migrate" and m.backfill is not None
     sid = log.record("apply_started", m, _phase_details(
         entry, steps=total, txmode="none", resume_from=start or None,
-        resume_backfill=entry.backfill_from is not None or None), refs=log.registration(m.id))
+        resume_backfill=(backfill and (entry.backfill_from is not None or entry.resumes)) or None),
+        refs=log.registration(m.id))
     yield Progress("phase_started", entry.target, m.id, entry.phase, entry.tenant, start, total,
                    message=f"{m.id} {entry.phase} (step by step" + (f", resuming at step {start + 1})" if start else ")"))
     try:
@@ -336,7 +338,7 @@ def _run_stepwise(log, adapter, entry):
         for i in range(start, total):
             step = entry.steps[i]
             yield from _stepwise_step(log, adapter, entry, i, step, sid)
-        if entry.phase == "migrate" and m.backfill is not None:
+        if backfill:
             yield from _backfill(log, adapter, entry, sid)
         with _session(adapter, True, entry) as s:
             bad = check_rules(s, entry, "post", adapter.kind)
@@ -348,7 +350,8 @@ def _run_stepwise(log, adapter, entry):
         raise
     except StepFailed as exc:
         log.discard()
-        _record_failure(log, entry, exc, started=sid, resumable=True, steps_done=exc.data.get("steps_done"))
+        _record_failure(log, entry, exc, started=sid, resumable=True, steps_done=exc.data.get("steps_done"),
+                        backfill_next=exc.data.get("backfill_next"))
         yield Progress("phase_failed", entry.target, m.id, entry.phase, entry.tenant, message=str(exc))
         raise
     ms = int((time.monotonic() - t0) * 1000)
@@ -390,48 +393,10 @@ def _stepwise_step(log, adapter, entry, i: int, step: Step, sid: str):
 
 
 def _backfill(log, adapter, entry, sid: str):
-    from registry.targets.sqlcommon import batches
+    from registry.apply import backfill
 
-    m = entry.migration
-    bf = m.backfill
-    size = max(1, int(m.settings.batch_size or 1000))
-    pause = max(0, int(m.settings.pause_between_batches or 0)) / 1000
-    rng = adapter.backfill_range(bf.table, bf.key)
-    if rng is None:
-        return
-    lo, hi = int(rng[0]), int(rng[1])
-    rows = entry.backfill_rows
-    start = entry.backfill_from
-    first = lo if start is None else max(lo, start)
-    total = max(1, (hi - first) // size + 1)
-    n = 0
-    for a, b in batches(lo, hi, size, start):
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with _session(adapter, True, entry) as s:
-                    count = s.run_batch(bf.update, a, b, path=m.path)
-                    rows += max(count, 0)
-                    log.stage(s, "batch_checkpoint", m, _phase_details(
-                        entry, backfill={"table": bf.table, "key": bf.key, "next": b, "rows": rows,
-                                         "lo": lo, "hi": hi}), refs=[sid])
-                    s.commit()
-                log.committed()
-                break
-            except StepFailed as exc:
-                log.discard()
-                if getattr(exc, "retryable", False) and attempt <= _retries(entry):
-                    time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-                    continue
-                exc.data["steps_done"] = len(entry.steps)
-                exc.data["backfill_next"] = a
-                raise
-        n += 1
-        yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, n, total,
-                       message=f"keys [{a}, {b}) — {rows} rows", data={"next": b, "rows": rows})
-        if pause and b <= hi:
-            time.sleep(pause)
+    yield from backfill.run(log, adapter, entry, sid, session_of=lambda tx: _session(adapter, tx, entry),
+                            retries=_retries(entry), details_of=lambda **more: _phase_details(entry, **more))
 
 
 def _undo_after_validation(log, adapter, entry, exc: ValidationFailed, sid: str):

@@ -198,19 +198,21 @@ class Builder:
     def _settings(self, m: Migration, o: dict) -> None:
         s = self.need_dict(self.get(o, "settings", default=SrcDict()), "settings")
         ints = {"batchSize": "batch_size", "pauseBetweenBatches": "pause_between_batches",
-                "maxRetries": "max_retries", "timeout": "timeout", "lockTimeout": "lock_timeout"}
+                "maxRetries": "max_retries", "timeout": "timeout", "lockTimeout": "lock_timeout",
+                "maxBatchMs": "max_batch_ms", "dutyCycle": "duty_cycle", "checkpointInterval": "checkpoint_interval"}
         for key, value in s.items():
             name = ints.get(key, key)
             if name in ints.values():
-                setattr(m.settings, name, fields.integer(self.path, self.get(s, key), line_of(s, self.line),
-                                                         f"settings.{key}"))
+                check = fields.duty_cycle if name == "duty_cycle" else fields.integer
+                setattr(m.settings, name, check(self.path, self.get(s, key), line_of(s, self.line),
+                                                f"settings.{key}"))
             elif name in ("requiresMaintenanceWindow", "requires_maintenance_window"):
                 m.settings.requires_maintenance_window = fields.boolean(
                     self.path, self.get(s, key), line_of(s, self.line), f"settings.{key}")
             else:
                 self.fail(f"unknown setting `{key}`", s, "settings",
-                          "settings are batchSize, pauseBetweenBatches, maxRetries, timeout, lockTimeout, "
-                          "requiresMaintenanceWindow")
+                          "settings are batchSize, pauseBetweenBatches, maxBatchMs, dutyCycle, "
+                          "checkpointInterval, maxRetries, timeout, lockTimeout, requiresMaintenanceWindow")
 
     def _kinds(self, o: dict) -> set[str]:
         kinds = set()

@@ -66,6 +66,15 @@ def integer(path: str, value: object, line: int | None, field: str) -> int:
     return number
 
 
+def duty_cycle(path: str, value: object, line: int | None, field: str) -> int:
+    """A backfill's duty cycle: a whole percentage from 1 to 100."""
+    number = integer(path, value, line, field)
+    if not 1 <= number <= 100:
+        raise ParseError(path, f"{field} is a percentage from 1 to 100, not {number}", line=line, field=field,
+                         hint="e.g. 75: batches run 75% of the time, pauses fill the rest")
+    return number
+
+
 def migration_id(path: str, value: object, line: int | None, field: str = "ID") -> str:
     text = str(value).strip()
     if not _ID.match(text):

@@ -56,8 +56,11 @@ def parse_script(path: str, text: str, checksum: str, ext: str, database: str | 
     m.txmode = get("txmode", fields.txmode, "transaction")
     m.tenant_scoped = get("tenant_scoped", lambda p, v, ln: fields.boolean(p, v, ln, "Tenant-Scoped"), False)
     for name, label in (("batch_size", "Batch-Size"), ("pause_between_batches", "Pause-Between-Batches"),
-                        ("max_retries", "Max-Retries"), ("timeout", "Timeout"), ("lock_timeout", "Lock-Timeout")):
-        value = get(name, lambda p, v, ln, lab=label: fields.integer(p, v, ln, lab))
+                        ("max_retries", "Max-Retries"), ("timeout", "Timeout"), ("lock_timeout", "Lock-Timeout"),
+                        ("max_batch_ms", "Max-Batch-Ms"), ("duty_cycle", "Duty-Cycle"),
+                        ("checkpoint_interval", "Checkpoint-Interval")):
+        check = fields.duty_cycle if name == "duty_cycle" else fields.integer
+        value = get(name, lambda p, v, ln, lab=label, f=check: f(p, v, ln, lab))
         if value is not None:
             setattr(m.settings, name, value)
     mw = get("requires_maintenance_window",

@@ -28,6 +28,7 @@ HEADER_KEYS = {
     "author": "author", "created": "created", "breaking": "breaking", "dependencies": "dependencies",
     "txmode": "txmode", "type": "type", "tenant-scoped": "tenant_scoped", "description": "description",
     "batch-size": "batch_size", "pause-between-batches": "pause_between_batches",
+    "max-batch-ms": "max_batch_ms", "duty-cycle": "duty_cycle", "checkpoint-interval": "checkpoint_interval",
     "max-retries": "max_retries", "timeout": "timeout", "lock-timeout": "lock_timeout",
     "requires-maintenance-window": "requires_maintenance_window",
 }

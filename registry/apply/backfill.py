@@ -1,0 +1,227 @@
+"""The migrate phase's batched backfill: batches bounded in keys and in time, a duty cycle, and
+progress that is exact after a crash while the ledger records it about once a second.
+
+How one backfill runs (``run``):
+
+- The key range ``[min(key), max(key)]`` is read once; batches walk it in ranges ``[a, b)``.
+- **Size.** Every batch covers at most ``batch_size`` keys. With ``max_batch_ms`` set, the size adapts
+  so that one batch (its transaction, start to commit) lasts about that long: it starts at
+  ``min(batch_size, 100)`` keys, at most doubles after a batch that was quick, and shrinks to the size
+  the last batch's speed says fits. A concurrent writer that hits a row of the running batch waits at
+  most about one batch.
+- **Pauses.** After each batch the engine sleeps ``pause_between_batches`` ms plus, with
+  ``duty_cycle`` d < 100 (percent), the batch's own duration times ``(100 - d) / d``: batches then
+  take d % of the wall time whatever the server's speed, leaving the rest to the application.
+- **Progress row.** Every batch's transaction upserts one row of ``mreg_backfill_progress`` (in the
+  target's mirror schema) with the next key and the rows done: the batch and its progress commit
+  together, so after a crash the next key is known exactly and no batch runs twice.
+- **Ledger checkpoints.** A ``batch_checkpoint`` event (``backfill: {table, key, lo, hi, next,
+  rows}``) is staged in the batch's transaction when ``checkpoint_interval`` ms have passed since the
+  last one (every batch when it is 0), and always for the last batch. The progress row names the
+  event it extends (``anchor``: the last ledgered ``batch_checkpoint``, or the attempt's
+  ``apply_started`` before any), so a resumed attempt trusts the row only when it extends the log's
+  own last word on this backfill; it then ledgers the recovered position at once (``recovered:
+  true``) before running more batches. The last batch deletes the row.
+- **Commit durability.** A batch that carries no ledger event commits with ``synchronous_commit =
+  off``: if the *server* crashes, the last such batches (at most about 3 x ``wal_writer_delay``) are
+  lost together with their progress row — never one without the other — and the resume runs them
+  again. A batch that carries a ledger event commits synchronously, and its WAL flush makes every
+  earlier batch durable too (the WAL is written in order), so no ledgered checkpoint, mirror row or
+  catalog.db entry ever names a batch the server may lose.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from registry.apply.progress import Progress
+from registry.model import Step
+from registry.targets.base import StepFailed
+
+PROGRESS_TABLE = "mreg_backfill_progress"
+FIRST_BATCH = 100  # keys in the first batch of an adaptive backfill
+
+_DDL = ("CREATE TABLE IF NOT EXISTS {s}." + PROGRESS_TABLE + " (origin TEXT NOT NULL, migration_id TEXT NOT NULL, "
+        "phase TEXT NOT NULL, tenant TEXT NOT NULL DEFAULT '', anchor TEXT NOT NULL, next_key BIGINT NOT NULL, "
+        "rows_done BIGINT NOT NULL, updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(), "
+        "PRIMARY KEY (origin, migration_id, phase, tenant))")
+_UPSERT = ("INSERT INTO {s}." + PROGRESS_TABLE + " (origin, migration_id, phase, tenant, anchor, next_key, "
+           "rows_done) VALUES (%(origin)s, %(mid)s, %(phase)s, %(tenant)s, %(anchor)s, %(next)s, %(rows)s) "
+           "ON CONFLICT (origin, migration_id, phase, tenant) DO UPDATE SET anchor = EXCLUDED.anchor, "
+           "next_key = EXCLUDED.next_key, rows_done = EXCLUDED.rows_done, updated_at = NOW()")
+_DELETE = ("DELETE FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s AND migration_id = %(mid)s "
+           "AND phase = %(phase)s AND tenant = %(tenant)s")
+_SELECT = ("SELECT anchor, next_key, rows_done FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s "
+           "AND migration_id = %(mid)s AND phase = %(phase)s AND tenant = %(tenant)s")
+_ASYNC = "SET LOCAL synchronous_commit = off"
+
+
+@dataclass
+class Pace:
+    """How big the next batch is and how long to pause after one (pure: tested without a server)."""
+
+    cap: int
+    max_batch_ms: int = 0
+    duty_cycle: int = 100
+    pause_ms: int = 0
+
+    def __post_init__(self) -> None:
+        self.cap = max(1, int(self.cap))
+        self.size = min(self.cap, FIRST_BATCH) if self.max_batch_ms > 0 else self.cap
+
+    def after(self, keys: int, seconds: float) -> float:
+        """Account one batch of ``keys`` keys that took ``seconds``; return the pause (s) before the next."""
+        if self.max_batch_ms > 0 and keys > 0:
+            fits = keys * (self.max_batch_ms / 1000) / max(seconds, 1e-4)
+            self.size = int(max(1, min(self.cap, 2 * self.size, fits)))
+        pause = self.pause_ms / 1000
+        if self.duty_cycle < 100:
+            pause += seconds * (100 - self.duty_cycle) / self.duty_cycle
+        return pause
+
+
+def chain_anchor(statements: list[dict], mid: str, phase: str, tenant: str | None, before: str) -> str | None:
+    """The event that last fixed this backfill's position in the log, read up to event ``before``.
+
+    That is the last ``batch_checkpoint`` with a ``backfill`` position, or the ``apply_started`` that
+    began the backfill afresh (no ``resume_backfill``); None after an outcome that ends it. The same
+    fold ``registry.plan.log_state`` makes for ``backfill_next``.
+    """
+    anchor = None
+    for st in statements:
+        if st.get("event_id") == before:
+            break
+        if (st.get("migration") or {}).get("id") != mid:
+            continue
+        d = st.get("details") or {}
+        if d.get("phase") != phase or d.get("tenant") != tenant:
+            continue
+        kind = st.get("type")
+        if kind == "apply_started" and not d.get("resume_backfill"):
+            anchor = st.get("event_id")
+        elif kind == "batch_checkpoint" and "next" in (d.get("backfill") or {}):
+            anchor = st.get("event_id")
+        elif kind in ("apply_succeeded", "rollback_succeeded"):
+            anchor = None
+    return anchor
+
+
+class _Rows:
+    """The progress row of one backfill (one per origin, migration, phase and tenant)."""
+
+    def __init__(self, adapter, origin: str, entry) -> None:
+        self.schema = adapter.mirror_schema
+        self.key = {"origin": origin, "mid": entry.migration.id, "phase": entry.phase, "tenant": entry.tenant or ""}
+
+    def _step(self, sql: str) -> Step:
+        return Step(content=sql.format(s=self.schema), name="backfill progress")
+
+    def ensure(self, session) -> None:
+        session.execute(self._step(_DDL))
+
+    def read(self, session) -> tuple[str, int, int] | None:
+        rows = session.query(_SELECT.format(s=self.schema), self.key)
+        return (rows[0]["anchor"], int(rows[0]["next_key"]), int(rows[0]["rows_done"])) if rows else None
+
+    def write(self, session, anchor: str, next_key: int, rows: int) -> None:
+        session.execute(self._step(_UPSERT), params={**self.key, "anchor": anchor, "next": next_key, "rows": rows})
+
+    def delete(self, session) -> None:
+        session.execute(self._step(_DELETE), params=self.key)
+
+
+def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
+    """Run the backfill of ``entry`` (a migrate phase) after attempt ``sid``; yields Progress.
+
+    ``session_of(transactional)`` opens a session with the migration's timeouts and tenant;
+    ``details_of(**more)`` builds an event's details; ``retries`` is the lock-timeout retry budget.
+    Raises StepFailed with ``backfill_next`` in its data.
+    """
+    from registry.targets.sqlcommon import batches
+
+    m = entry.migration
+    bf = m.backfill
+    st = m.settings
+    progress = _Rows(adapter, log.origin, entry)
+    with session_of(False) as s:
+        progress.ensure(s)
+    rng = adapter.backfill_range(bf.table, bf.key)
+    if rng is None:
+        with session_of(False) as s:
+            progress.delete(s)
+        return
+    lo, hi = int(rng[0]), int(rng[1])
+    rows, start = entry.backfill_rows, entry.backfill_from
+
+    def position(next_key: int, count: int, **more) -> dict:
+        return details_of(backfill={"table": bf.table, "key": bf.key, "next": next_key, "rows": count,
+                                    "lo": lo, "hi": hi, **more})
+
+    anchor = sid
+    if entry.resumes or start is not None:
+        anchor = chain_anchor(log.statements(), m.id, entry.phase, entry.tenant, sid) or sid
+        with session_of(True) as s:
+            found = progress.read(s)
+            if found and found[0] == anchor and found[1] > (lo if start is None else start):
+                start, rows = found[1], found[2]
+                anchor = log.stage(s, "batch_checkpoint", m, position(start, rows, recovered=True), refs=[sid])
+                progress.write(s, anchor, start, rows)
+                s.commit()
+                log.committed()
+                yield Progress("warning", entry.target, m.id, entry.phase, entry.tenant,
+                               message=f"{m.id} {entry.phase}: the interrupted backfill had committed up to key "
+                                       f"{start} ({rows} rows); resuming there")
+    pace = Pace(st.batch_size or 1000, int(st.max_batch_ms or 0), int(st.duty_cycle or 100),
+                max(0, int(st.pause_between_batches or 0)))
+    every = max(0, int(st.checkpoint_interval or 0)) / 1000
+    last_ledgered = time.monotonic()
+    first = lo if start is None else max(lo, start)
+    n = 0
+    a = first
+    while a <= hi:
+        b = next(batches(a, hi, pace.size))[1]
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.monotonic()
+            ledger = b > hi or every == 0 or t0 - last_ledgered >= every
+            try:
+                with session_of(True) as s:
+                    if not ledger:
+                        s.query(_ASYNC)
+                    count = s.run_batch(bf.update, a, b, path=m.path)
+                    done = rows + max(count, 0)
+                    new_anchor = anchor
+                    if ledger:
+                        new_anchor = log.stage(s, "batch_checkpoint", m, position(b, done), refs=[sid])
+                    if b > hi:
+                        progress.delete(s)
+                    else:
+                        progress.write(s, new_anchor, b, done)
+                    s.commit()
+                if ledger:
+                    log.committed()
+                    last_ledgered = t0
+                rows, anchor = done, new_anchor
+                break
+            except StepFailed as exc:
+                log.discard()
+                if getattr(exc, "retryable", False) and attempt <= retries:
+                    time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+                    continue
+                exc.data["steps_done"] = len(entry.steps)
+                exc.data["backfill_next"] = a
+                raise
+        spent = time.monotonic() - t0
+        n += 1
+        yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, b - first,
+                       hi + 1 - first, message=f"keys [{a}, {b}) — {rows} rows",
+                       data={"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1)})
+        pause = pace.after(b - a, spent)
+        a = b
+        if pause and a <= hi:
+            time.sleep(pause)
+    if n == 0:  # nothing left (a resumed backfill past the range's end): no last batch removed the row
+        with session_of(False) as s:
+            progress.delete(s)

@@ -1,0 +1,148 @@
+"""The batched backfill on a real PostgreSQL: exact resume from the progress row, sparse ledger
+checkpoints, batches bounded in time, the duty cycle.
+
+Every backfill here runs a non-idempotent UPDATE (``v = v + 1``): a batch run twice, or skipped,
+shows in the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from engine_support import Project, events, pg_rows
+
+pytestmark = pytest.mark.postgres
+
+MID = "20250101_000002_data_bump"
+
+
+def _project(tmp_path, dsn: str, rows: int, header: str, *, update: str = "v = v + 1") -> Project:
+    proj = Project(tmp_path / "proj", {"main": ("postgresql", dsn)})
+    proj.write("20250101_000001_schema_items.sql", f"""
+        -- Phase 1: EXPAND
+        CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0);
+        INSERT INTO items (id) SELECT g FROM generate_series(1, {rows}) AS g;
+    """)
+    proj.write(f"{MID}.sql", f"""
+        -- Dependencies: [20250101_000001_schema_items]
+        {header}
+        -- Phase 2: MIGRATE
+        -- Backfill: table=items key=id
+        UPDATE items SET {update} WHERE id >= :lo AND id < :hi;
+    """.replace("\n        \n", "\n"))
+    return proj
+
+
+def _progress(dsn: str) -> list[tuple]:
+    if not pg_rows(dsn, "SELECT to_regclass('mreg_backfill_progress')")[0][0]:
+        return []
+    return pg_rows(dsn, "SELECT next_key, rows_done FROM mreg_backfill_progress")
+
+
+def _backfill_checkpoints(proj: Project) -> list[dict]:
+    return [s["details"]["backfill"] for s in events(proj.statements("main"), MID, "batch_checkpoint")
+            if "backfill" in s["details"]]
+
+
+def _kill_when(proc, dsn: str, cond, timeout: float = 60) -> tuple:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = _progress(dsn)
+        if rows and cond(rows[0]):
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return _progress(dsn)[0]
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("the backfill never got that far")
+
+
+def test_killed_backfill_resumes_exactly_where_its_last_batch_committed(tmp_path, pg_dsn):
+    # one ledgered checkpoint a minute: the kill lands long before the first one
+    proj = _project(tmp_path, pg_dsn, 4000, "-- Batch-Size: 100\n-- Pause-Between-Batches: 20\n"
+                                            "-- Checkpoint-Interval: 60000")
+    proc = proj.popen("apply")
+    next_key, rows = _kill_when(proc, pg_dsn, lambda r: r[0] >= 1001)
+    assert rows == next_key - 1
+    assert _backfill_checkpoints(proj) == []  # the ledger knows nothing of these batches...
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM items WHERE v = 1") == [(rows,)]
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    assert f"committed up to key {next_key} ({rows} rows); resuming there" in out
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 4000)]
+    done = _backfill_checkpoints(proj)
+    # ...so the resumed attempt ledgers the recovered position first, then the last batch
+    assert [(d["next"], d["rows"], d.get("recovered")) for d in done] == [(next_key, rows, True), (4001, 4000, None)]
+    assert _progress(pg_dsn) == []
+    log = proj.statements("main")
+    failed = events(log, MID, "apply_failed")
+    assert len(failed) == 1 and failed[0]["details"]["reason"] == "interrupted"
+    assert proj.run("verify")[0] == 0
+
+
+def test_killed_twice_before_any_batch_of_the_second_attempt(tmp_path, pg_dsn):
+    """A resumed attempt killed before its first batch: the third attempt still finds the row."""
+    proj = _project(tmp_path, pg_dsn, 3000, "-- Batch-Size: 100\n-- Pause-Between-Batches: 30\n"
+                                            "-- Checkpoint-Interval: 60000")
+    proc = proj.popen("apply")
+    first, _ = _kill_when(proc, pg_dsn, lambda r: r[0] >= 501)
+    proc = proj.popen("apply")
+    second, _ = _kill_when(proc, pg_dsn, lambda r: r[0] >= first + 300)
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
+    recovered = [d["next"] for d in _backfill_checkpoints(proj) if d.get("recovered")]
+    assert recovered == [first, second]
+    assert proj.run("verify")[0] == 0
+
+
+def test_failed_batch_resumes_after_the_fix_without_repeating_committed_batches(tmp_path, pg_dsn):
+    proj = _project(tmp_path, pg_dsn, 3000, "-- Batch-Size: 200\n-- Checkpoint-Interval: 60000",
+                    update="v = v + 1 + 0 / (id - 2345)")
+    code, out, err = proj.run("apply")
+    assert code == 3 and "division by zero" in err
+    failed = events(proj.statements("main"), MID, "apply_failed")[-1]["details"]
+    assert failed["resumable"] is True and failed["backfill_next"] == 2201
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM items WHERE v = 1") == [(2200,)]
+    path = proj.root / "migrations" / f"{MID}.sql"
+    path.write_text(path.read_text().replace(" + 0 / (id - 2345)", ""))
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
+    assert proj.run("verify")[0] == 0
+
+
+def test_checkpoint_interval_zero_ledgers_every_batch(tmp_path, pg_dsn):
+    proj = _project(tmp_path, pg_dsn, 1000, "-- Batch-Size: 300\n-- Checkpoint-Interval: 0")
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    assert [(d["next"], d["rows"]) for d in _backfill_checkpoints(proj)] == [
+        (301, 300), (601, 600), (901, 900), (1001, 1000)]
+
+
+def test_batches_bounded_in_time_and_the_duty_cycle(tmp_path, pg_dsn):
+    proj = _project(tmp_path, pg_dsn, 60000, "-- Batch-Size: 5000\n-- Max-Batch-Ms: 10\n-- Duty-Cycle: 50")
+    code, out, err = proj.run("apply", "--json")
+    assert code == 0, err
+    batches = [r for r in json.loads(out)["records"] if r["event"] == "batch_done"]
+    keys = [r["data"]["keys"] for r in batches]
+    assert keys[0] == 100 and max(keys) <= 5000
+    assert keys[1] <= 200, "a batch at most doubles the last one"
+    assert len(set(keys)) > 3, "the size adapts to the batches' speed"
+    assert sum(keys) == 60000
+    # half the time in batches, half in pauses: the phase lasts at least twice its batches
+    ms = sum(r["data"]["ms"] for r in batches)
+    took = events(proj.statements("main"), MID, "apply_succeeded")[0]["details"]["execution_time_ms"]
+    assert took >= 1.8 * ms, (took, ms)
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
+
+
+def test_bad_duty_cycle_is_one_error_naming_the_line(tmp_path, pg_dsn):
+    proj = _project(tmp_path, pg_dsn, 10, "-- Duty-Cycle: 0")
+    code, out, err = proj.run("apply")
+    assert code == 2
+    assert f"{MID}.sql" in err and "Duty-Cycle is a percentage from 1 to 100, not 0" in err
