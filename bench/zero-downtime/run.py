@@ -42,6 +42,9 @@ MIGRATION = """\
 -- Timeout: 600000
 -- Max-Retries: 10
 -- Pause-Between-Batches: {pause}
+-- Max-Batch-Ms: {max_batch_ms}
+-- Duty-Cycle: {duty}
+-- Checkpoint-Interval: {checkpoint}
 
 -- Phase 1: EXPAND
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS email_verified BOOLEAN;
@@ -69,6 +72,8 @@ class Load:
         self.lock = threading.Lock()
         self.window = "warmup"
         self.samples: dict[str, list[float]] = {}
+        self.slow: dict[str, list[tuple[float, str, float]]] = {}  # window -> (time, kind, ms) of slow ops
+        self.slow_ms = 10.0
         self.errors: dict[str, list[str]] = {}
         self.next_id = rows
         self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(workers)]
@@ -101,6 +106,7 @@ class Load:
             key = rng.randint(1, self.rows)
             t0 = time.perf_counter()
             window = self.window
+            kind = "read" if r < 0.7 else "update" if r < 0.9 else "insert"
             try:
                 if r < 0.7:
                     conn.execute("SELECT id, payload FROM accounts WHERE id = %s", (key,)).fetchone()
@@ -112,6 +118,8 @@ class Load:
                 ms = (time.perf_counter() - t0) * 1000
                 with self.lock:
                     self.samples.setdefault(window, []).append(ms)
+                    if ms >= self.slow_ms:
+                        self.slow.setdefault(window, []).append((time.time(), kind, ms))
             except psycopg.Error as exc:
                 with self.lock:
                     self.errors.setdefault(window, []).append(str(exc).strip()[:200])
@@ -133,7 +141,10 @@ class Load:
         def pct(p: float) -> float:
             return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2)
 
-        return {"ops": len(xs), "errors": len(errs), "error_samples": errs[:3], "p50_ms": pct(0.50),
+        slow = self.slow.get(name, [])
+        return {"ops": len(xs), "errors": len(errs), "error_samples": errs[:3],
+                "slow_ops": {k: sum(1 for _, kind, _ in slow if kind == k) for k in ("read", "update", "insert")},
+                "p50_ms": pct(0.50),
                 "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": round(xs[-1], 2)}
 
 
@@ -149,20 +160,21 @@ def build_table(dsn: str, rows: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_mreg(dsn: str, work: Path, batch: int, pause: int) -> tuple[float, list[dict], str]:
+def run_mreg(dsn: str, work: Path, args) -> tuple[float, list[dict], list[dict]]:
     sys.path.insert(0, str(REPO))
     from ledger.keys import Signer
 
     root = work / "proj"
     (root / "migrations").mkdir(parents=True)
     (root / "migrations" / "20250101_000000_schema_add_email_verified.sql").write_text(
-        MIGRATION.format(lock_timeout=LOCK_TIMEOUT_MS, batch=batch, pause=pause))
+        MIGRATION.format(lock_timeout=LOCK_TIMEOUT_MS, batch=args.batch, pause=args.pause,
+                         max_batch_ms=args.max_batch_ms, duty=args.duty, checkpoint=args.checkpoint_interval))
     (root / "mreg.toml").write_text(f'[project]\nname = "zd"\n[targets.main]\ntype = "postgresql"\nurl = "{dsn}"\n')
     Signer.generate("bench").save(work / "key")
     env = dict(os.environ, MREG_ROOT=str(root), MREG_CATALOG=str(root / "catalog.db"), MREG_KEY=str(work / "key"))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "registry.cli.main", "apply", "--confirm-contract"], cwd=root,
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "registry.cli.main", "apply", "--confirm-contract", "--json"],
+                          cwd=root, env=env, capture_output=True, text=True)
     secs = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"mreg apply failed: {proc.stderr[-2000:]}")
@@ -171,7 +183,29 @@ def run_mreg(dsn: str, work: Path, batch: int, pause: int) -> tuple[float, list[
 
     with LedgerStore(root / "catalog.db") as store:
         log = [parse_leaf(leaf).statement for leaf in store.leaves("zd/main")]
-    return secs, log, proc.stdout
+    records = json.loads(proc.stdout)["records"]
+    return secs, log, [r for r in records if r["event"] == "batch_done"]
+
+
+def slow_by_phase(log: list[dict], slow: list[tuple[float, str, float]]) -> dict:
+    """How many slow load operations fell in each phase of the migration (or between phases)."""
+    import datetime as dt
+
+    def at(s: dict) -> float:
+        return dt.datetime.fromisoformat(s["time"].replace("Z", "+00:00")).timestamp()
+
+    spans = {}
+    for s in log:
+        phase = s["details"].get("phase")
+        if s["type"] == "apply_started" and phase:
+            spans[phase] = [at(s), None]
+        elif s["type"] == "apply_succeeded" and phase in spans:
+            spans[phase][1] = at(s)
+    out = {p: 0 for p in (*spans, "between")}
+    for t, _, _ in slow:
+        phase = next((p for p, (a, b) in spans.items() if a <= t <= (b or a)), "between")
+        out[phase] += 1
+    return out
 
 
 def main() -> None:
@@ -181,10 +215,14 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=50.0, help="operations per second per worker")
     ap.add_argument("--baseline", type=float, default=20.0, help="seconds of load before migrating")
     ap.add_argument("--batch", type=int, default=2_000)
-    ap.add_argument("--pause", type=int, default=5, help="ms between backfill batches")
+    ap.add_argument("--pause", type=int, default=0, help="fixed ms between backfill batches")
+    ap.add_argument("--max-batch-ms", type=int, default=0, help="target duration of one batch (0: fixed --batch)")
+    ap.add_argument("--duty", type=int, default=100, help="percent of the backfill's time spent in batches")
+    ap.add_argument("--checkpoint-interval", type=int, default=1000, help="ms between ledgered checkpoints")
     ap.add_argument("--dsn", default=os.environ.get("MREG_BENCH_PG_DSN"))
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "zero-downtime.json"))
     args = ap.parse_args()
+    load_start = list(os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="mreg-bench-zd-"))
     server = None
     dsn = args.dsn
@@ -208,7 +246,7 @@ def main() -> None:
         load.set_window("baseline")
         time.sleep(args.baseline)
         load.set_window("migration")
-        mig_s, log, out = run_mreg(dsn, work, args.batch, args.pause)
+        mig_s, log, batch_records = run_mreg(dsn, work, args)
         load.set_window("after")
         time.sleep(2)
         # one plain UPDATE of the whole table, under the same load
@@ -236,22 +274,31 @@ def main() -> None:
         return None
 
     checkpoints = [s for s in log if s["type"] == "batch_checkpoint" and "backfill" in s["details"]]
+    keys = sorted(r["data"]["keys"] for r in batch_records)
+    batch_ms = sorted(r["data"]["ms"] for r in batch_records)
     backfill_rows = checkpoints[-1]["details"]["backfill"]["rows"] if checkpoints else 0
     backfill_ms = phase_ms("migrate") or 1
     retries = [s["details"].get("attempt", 1) for s in log if s["type"] == "apply_started"]
     base, during = load.stats("baseline"), load.stats("migration")
+    during["slow_ops_by_phase"] = slow_by_phase(log, load.slow.get("migration", []))
     out_doc = {
         "benchmark": "three-phase required column with a batched backfill under load",
         "rows": args.rows,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average": list(os.getloadavg())},
+                    "load_average_start": load_start, "load_average_end": list(os.getloadavg())},
         "load": {"workers": args.workers, "rate_per_worker": args.rate, "mix": "70% read, 20% update, 10% insert"},
         "lock_timeout_ms": LOCK_TIMEOUT_MS,
         "baseline": base,
         "during_migration": during,
         "during_plain_update": load.stats("plain_update"),
         "migration": {"seconds": round(mig_s, 2), "expand_ms": phase_ms("expand"), "migrate_ms": phase_ms("migrate"),
-                      "contract_ms": phase_ms("contract"), "batches": len(checkpoints), "batch_size": args.batch,
+                      "contract_ms": phase_ms("contract"), "batches": len(batch_records),
+                      "ledgered_checkpoints": len(checkpoints), "batch_size_cap": args.batch,
+                      "max_batch_ms": args.max_batch_ms, "duty_cycle": args.duty,
+                      "pause_between_batches": args.pause, "checkpoint_interval_ms": args.checkpoint_interval,
+                      "batch_keys_median": keys[len(keys) // 2] if keys else 0,
+                      "batch_ms_median": batch_ms[len(batch_ms) // 2] if batch_ms else 0,
+                      "batch_ms_p99": batch_ms[int(0.99 * len(batch_ms))] if batch_ms else 0,
                       "backfill_rows": backfill_rows, "ledger_entries": len(log),
                       "rows_left_null": nulls, "is_nullable_after": nullable},
         "backfill_rows_per_s": round(backfill_rows / (backfill_ms / 1000)),

@@ -365,11 +365,17 @@ def _run_stepwise(log, adapter, entry):
 def _stepwise_step(log, adapter, entry, i: int, step: Step, sid: str):
     m = entry.migration
     attempt = 0
+    in_tx = step.transactional or shares_transaction(adapter, step)
+    index = None
+    if not in_tx and getattr(adapter, "kind", "") in ("postgresql", "timescale"):
+        from registry.apply.cic import concurrent_index
+
+        index = concurrent_index(step)
     while True:
         attempt += 1
         try:
             details = _phase_details(entry, steps_done=i + 1, line=step.line or None)
-            if step.transactional or shares_transaction(adapter, step):
+            if in_tx:
                 with _session(adapter, True, entry) as s:
                     _execute(s, step, entry)
                     log.stage(s, "batch_checkpoint", m, details, refs=[sid])
@@ -377,6 +383,15 @@ def _stepwise_step(log, adapter, entry, i: int, step: Step, sid: str):
                 log.committed()
             else:
                 with _session(adapter, False, entry) as s:
+                    if index is not None:
+                        from registry.apply.cic import drop_invalid
+
+                        dropped = drop_invalid(s, index, line=step.line)
+                        if dropped:
+                            details["dropped_invalid_index"] = dropped
+                            yield Progress("warning", entry.target, m.id, entry.phase, entry.tenant,
+                                           message=f"{m.id} {entry.phase}: dropped the INVALID index {dropped} "
+                                                   f"an interrupted CREATE INDEX CONCURRENTLY left; building it again")
                     _execute(s, step, entry)
                 log.record("batch_checkpoint", m, details, refs=[sid])
             break
