@@ -108,7 +108,9 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
                 yield Progress("skipped", e.target, e.migration.id, e.phase, e.tenant,
                                message=f"{e.migration.id} contract waits for --confirm-contract")
         if dry_run:
-            yield from _dry_run(eng, runnable)
+            from registry.apply.dryrun import dry_run as run_dry
+
+            yield from run_dry(eng, runnable)
             return
         for entry in runnable:
             if _depends_on_skipped(entry, skipped_contracts):
@@ -148,52 +150,3 @@ def _depends_on_skipped(entry, skipped: set) -> bool:
     if entry.phase != "contract":
         return False
     return any((entry.target, dep) in skipped for dep in entry.migration.dependencies)
-
-
-def _dry_run(eng, entries):
-    """Run the plan inside one transaction per target and roll it back; report each step."""
-    from registry.apply.runner import check_rules
-
-    by_target: dict[str, list] = {}
-    for e in entries:
-        by_target.setdefault(e.target, []).append(e)
-    for name, items in by_target.items():
-        adapter = eng.adapters[name]
-        if not adapter.transactional_ddl:
-            for e in items:
-                for i, step in enumerate(e.steps):
-                    yield Progress("dry_run_step", name, e.migration.id, e.phase, e.tenant, i + 1, len(e.steps),
-                                   message="not run (this target's changes cannot be rolled back): "
-                                           + _first_line(step.content))
-            continue
-        with adapter.session(True) as s:
-            for e in items:
-                ran_all = True
-                for i, step in enumerate(e.steps):
-                    if not step.transactional or e.migration.txmode == "none":
-                        msg = "not run (cannot run inside a transaction): "
-                        ran_all = False
-                    else:
-                        s.execute(step, path=e.migration.path)
-                        msg = "ok: "
-                    yield Progress("dry_run_step", name, e.migration.id, e.phase, e.tenant, i + 1, len(e.steps),
-                                   message=msg + _first_line(step.content))
-                if e.phase == "migrate" and e.migration.backfill is not None:
-                    bf = e.migration.backfill
-                    yield Progress("dry_run_step", name, e.migration.id, e.phase, e.tenant,
-                                   message=f"backfill {bf.table} by {bf.key} in batches of "
-                                           f"{e.migration.settings.batch_size} (not run)")
-                if e.phase == "migrate" and e.migration.backfill is not None:
-                    ran_all = False
-                bad = check_rules(s, e, "post", adapter.kind) if ran_all else None
-                if bad is not None:
-                    yield Progress("validation_failed", name, e.migration.id, e.phase, e.tenant,
-                                   message=f"rule {bad['rule']}: expected {bad['expected']!r}, found {bad['found']!r}")
-            s.rollback()
-        yield Progress("finished", target=name, message=f"dry run on {name}: rolled back")
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("--")]
-    line = lines[0] if lines else text.strip()
-    return line if len(line) <= 100 else line[:97] + "..."

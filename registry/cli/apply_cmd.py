@@ -136,7 +136,8 @@ def apply_cmd(
     target: str = typer.Option(None, "--target", "-t", help="Only this target."),
     phase: str = typer.Option("all", "--phase", help=PHASE_HELP),
     to: str = typer.Option(None, "--to", help="Stop after this migration id."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Run inside a transaction that is rolled back."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run what can be undone (a rolled-back transaction, a "
+                                 "throw-away shadow database), check and list the rest; record nothing."),
     confirm_contract: bool = typer.Option(False, "--confirm-contract",
                                           help="Allow contract phases (old application versions are gone)."),
     lock_wait: float = typer.Option(60.0, "--lock-wait", help="Seconds to wait for a target's lock."),

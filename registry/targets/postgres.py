@@ -743,9 +743,12 @@ class PostgresAdapter:
         return None if lo is None else (lo, hi)
 
     # -- shadow databases (dry-run, drift) ------------------------------------
-    def create_shadow(self) -> str:
-        """Create an empty throw-away database beside the target's; return its URL."""
-        name = SHADOW_PREFIX + secrets.token_hex(6)
+    def create_shadow(self, tag: str = "") -> str:
+        """Create an empty throw-away database beside the target's; return its URL.
+
+        Its name is ``mreg_shadow_[<tag>_]<hex>`` (``tag``: lower-case letters and digits).
+        """
+        name = SHADOW_PREFIX + (f"{tag}_" if tag else "") + secrets.token_hex(6)
         try:
             self.conn.execute(f"CREATE DATABASE {self.ident(name)}")
         except self.psycopg.Error as exc:

@@ -331,6 +331,17 @@ class RedisAdapter:
         flags = {_text(f) for f in info[0][2]}
         return None if "write" in flags else []
 
+    def command_spec(self, name: str) -> tuple[int, set[str]] | None:
+        """``(arity, flags)`` of a command as ``COMMAND INFO`` gives them, or None for an unknown command.
+
+        Arity counts the command's name: ``n`` exactly ``n`` words, ``-n`` at least ``n``. (Dry runs.)
+        """
+        with self._errors("COMMAND INFO"):
+            info = self._c().execute_command("COMMAND INFO", name)
+        if not info or not info[0]:
+            return None
+        return int(info[0][1]), {_text(f) for f in info[0][2]}
+
     def query(self, text: str) -> list[dict]:
         """Run one read command line; ``[{"result": reply}]`` with bytes decoded where they are text."""
         reply = self.run_step(Step(content=text, kind="redis"))

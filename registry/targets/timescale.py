@@ -306,7 +306,7 @@ class TimescaleAdapter(PostgresAdapter):
         return changed
 
     # -- shadows ----------------------------------------------------------------
-    def create_shadow(self) -> str:
+    def create_shadow(self, tag: str = "") -> str:
         self.connect()
         if self.single_connection:
             raise ShadowUnavailable(
@@ -314,4 +314,4 @@ class TimescaleAdapter(PostgresAdapter):
                 "so no shadow database can be made",
                 hint="dry runs on it use a rolled-back transaction; for drift against a shadow, point the "
                      "target at a real TimescaleDB server", target=self.target.name)
-        return super().create_shadow()
+        return super().create_shadow(tag)
