@@ -230,9 +230,14 @@ def _shadow_backfill(name: str, adapter, target, e, opts: dict):
     from registry.targets.sqlcommon import batches
 
     m, bf = e.migration, e.migration.backfill
-    real = adapter.backfill_range(bf.table, bf.key)
-    where = (f"on {name} it would walk keys {real[0]}..{real[1]}" if real is not None
-             else f"{bf.table} is empty on {name} too")
+    from registry.errors import DatabaseError
+
+    try:
+        real = adapter.backfill_range(bf.table, bf.key)
+        where = (f"on {name} it would walk keys {real[0]}..{real[1]}" if real is not None
+                 else f"{bf.table} is empty on {name} too")
+    except DatabaseError:  # made by a phase of this plan: not on the target yet
+        where = f"{bf.table} is not on {name} yet: its rows are the ones the earlier phases write"
     rng = target.backfill_range(bf.table, bf.key)
     rows = 0
     if rng is not None:
