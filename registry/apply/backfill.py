@@ -50,6 +50,9 @@ _UPSERT = ("INSERT INTO {s}." + PROGRESS_TABLE + " (origin, migration_id, phase,
            "rows_done) VALUES (%(origin)s, %(mid)s, %(phase)s, %(tenant)s, %(anchor)s, %(next)s, %(rows)s) "
            "ON CONFLICT (origin, migration_id, phase, tenant) DO UPDATE SET anchor = EXCLUDED.anchor, "
            "next_key = EXCLUDED.next_key, rows_done = EXCLUDED.rows_done, updated_at = NOW()")
+_ADVANCE = ("UPDATE {s}." + PROGRESS_TABLE + " SET anchor = %(anchor)s, next_key = %(next)s, rows_done = %(rows)s, "
+            "updated_at = NOW() WHERE origin = %(origin)s AND migration_id = %(mid)s AND phase = %(phase)s "
+            "AND tenant = %(tenant)s")
 _DELETE = ("DELETE FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s AND migration_id = %(mid)s "
            "AND phase = %(phase)s AND tenant = %(tenant)s")
 _SELECT = ("SELECT anchor, next_key, rows_done FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s "
@@ -125,7 +128,12 @@ class _Rows:
         return (rows[0]["anchor"], int(rows[0]["next_key"]), int(rows[0]["rows_done"])) if rows else None
 
     def write(self, session, anchor: str, next_key: int, rows: int) -> None:
+        """Insert or replace the row."""
         session.execute(self._step(_UPSERT), params={**self.key, "anchor": anchor, "next": next_key, "rows": rows})
+
+    def advance(self, session, anchor: str, next_key: int, rows: int) -> None:
+        """Move the row on (it exists: ``write`` made it before the first batch); cheaper than an upsert."""
+        session.execute(self._step(_ADVANCE), params={**self.key, "anchor": anchor, "next": next_key, "rows": rows})
 
     def delete(self, session) -> None:
         session.execute(self._step(_DELETE), params=self.key)
@@ -172,11 +180,14 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                 yield Progress("warning", entry.target, m.id, entry.phase, entry.tenant,
                                message=f"{m.id} {entry.phase}: the interrupted backfill had committed up to key "
                                        f"{start} ({rows} rows); resuming there")
+    first = lo if start is None else max(lo, start)
+    with session_of(True) as s:  # the row every batch moves on
+        progress.write(s, anchor, first, rows)
+        s.commit()
     pace = Pace(st.batch_size or 1000, int(st.max_batch_ms or 0), int(st.duty_cycle or 100),
                 max(0, int(st.pause_between_batches or 0)))
     every = max(0, int(st.checkpoint_interval or 0)) / 1000
     last_ledgered = time.monotonic()
-    first = lo if start is None else max(lo, start)
     n = 0
     a = first
     while a <= hi:
@@ -196,7 +207,7 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                     if b > hi:
                         progress.delete(s)
                     else:
-                        progress.write(s, new_anchor, b, done)
+                        progress.advance(s, new_anchor, b, done)
                     s.commit()
                 if ledger:
                     log.committed()

@@ -123,8 +123,9 @@ def _note(e) -> str:
         parts.append("needs --confirm-contract")
     if e.recover or e.resume_from:
         parts.append(f"interrupted; resumes at statement {e.resume_from + 1}")
-    if e.backfill_from is not None:
-        parts.append(f"backfill resumes at key {e.backfill_from}")
+    if e.phase == "migrate" and e.migration.backfill is not None and (e.resumes or e.backfill_from is not None):
+        parts.append("backfill resumes after its last committed batch"
+                     + (f" (key {e.backfill_from} or later)" if e.backfill_from is not None else ""))
     elif e.phase == "migrate" and e.migration.backfill is not None:
         parts.append(f"backfill {e.migration.backfill.table} in batches of {e.migration.settings.batch_size}")
     if e.migration.txmode == "none":
