@@ -313,7 +313,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5_000, help="Batch-Size: most keys in one batch")
     ap.add_argument("--pause", type=int, default=0, help="Pause-Between-Batches (ms)")
     ap.add_argument("--max-batch-ms", type=int, default=5, help="Max-Batch-Ms (0: every batch is --batch keys)")
-    ap.add_argument("--duty", type=int, default=70, help="Duty-Cycle: percent of the backfill's time in batches")
+    ap.add_argument("--duty", type=int, default=75, help="Duty-Cycle: percent of the backfill's time in batches")
     ap.add_argument("--checkpoint-interval", type=int, default=1000, help="Checkpoint-Interval (ms)")
     ap.add_argument("--dsn", default=os.environ.get("MREG_BENCH_PG_DSN"))
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "zero-downtime.json"))
