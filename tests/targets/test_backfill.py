@@ -1,5 +1,5 @@
-"""The batched backfill on a real PostgreSQL: exact resume from the progress row, sparse ledger
-checkpoints, batches bounded in time, the duty cycle.
+"""The batched backfill on a real PostgreSQL (and the single-connection TimescaleDB dev server): exact
+resume from the progress row, sparse ledger checkpoints, batches bounded in time, the duty cycle.
 
 Every backfill here runs a non-idempotent UPDATE (``v = v + 1``): a batch run twice, or skipped,
 shows in the data.
@@ -15,7 +15,7 @@ import time
 import pytest
 from engine_support import Project, events, pg_rows
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.slow
 
 MID = "20250101_000002_data_bump"
 
@@ -146,3 +146,30 @@ def test_bad_duty_cycle_is_one_error_naming_the_line(tmp_path, pg_dsn):
     code, out, err = proj.run("apply")
     assert code == 2
     assert f"{MID}.sql" in err and "Duty-Cycle is a percentage from 1 to 100, not 0" in err
+
+
+@pytest.mark.timescale
+def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_dsn):
+    proj = Project(tmp_path / "proj", {"ts": ("timescale", timescale_dsn)})
+    proj.write("timescale/20250101_000001_schema_items.sql", """
+        -- Phase 1: EXPAND
+        CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0);
+        INSERT INTO items (id) SELECT g FROM generate_series(1, 2500) AS g;
+    """)
+    proj.write(f"timescale/{MID}.sql", """
+        -- Dependencies: [20250101_000001_schema_items]
+        -- Batch-Size: 1000
+        -- Max-Batch-Ms: 50
+        -- Duty-Cycle: 90
+        -- Phase 2: MIGRATE
+        -- Backfill: table=items key=id
+        UPDATE items SET v = v + 1 WHERE id >= :lo AND id < :hi;
+    """)
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    done = [s["details"]["backfill"] for s in events(proj.statements("ts"), MID, "batch_checkpoint")
+            if "backfill" in s["details"]]
+    assert done[-1]["next"] == 2501 and done[-1]["rows"] == 2500
+    assert pg_rows(timescale_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
+    assert pg_rows(timescale_dsn, "SELECT count(*) FROM mreg_backfill_progress") == [(0,)]
+    assert proj.run("verify")[0] == 0
