@@ -296,7 +296,11 @@ class PostgresAdapter:
             ) from None
 
     def connect_kwargs(self) -> dict:
-        return {}
+        """No automatic preparation by psycopg: after preparing a statement it has run five times (a
+        backfill's UPDATE), psycopg answers every ``ROLLBACK`` with ``DEALLOCATE ALL``, which would also
+        drop the mirror INSERTs this adapter prepares itself; the next ledger event (the failure's own
+        ``apply_failed``) then fails with "prepared statement … does not exist"."""
+        return {"prepare_threshold": None}
 
     def unreachable_hint(self) -> str:
         if self.target.is_dev:
