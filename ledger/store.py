@@ -289,11 +289,7 @@ class LedgerStore:
                 rows, nodes = [], []
                 for stmt, (payload64, sig64) in zip(stmts, signed):
                     leaf = signed_leaf(seq, prev, payload64, keyid, sig64)
-                    lh = leaf_hash(leaf)
-                    rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"],
-                                 stmt["time"], keyid))
-                    for level, idx, h in frontier.append(lh):
-                        nodes.append((origin, level, idx, h))
+                    lh = _stage(origin, frontier, rows, nodes, seq, leaf, stmt, keyid)
                     out.append(leaf)
                     seq, prev = seq + 1, lh
                 self._insert(origin, rows, nodes)
@@ -359,11 +355,7 @@ class LedgerStore:
                     raise StoreError(f"{origin} seq {leaf.seq}: statement is for {stmt.get('ledger')!r}",
                                      log=origin, seq=leaf.seq, field="ledger", expected=origin,
                                      found=stmt.get("ledger"), hint="a statement of another log (replay)")
-                lh = leaf_hash(raw)
-                rows.append((origin, leaf.seq, raw, lh, stmt.get("type"), stmt.get("event_id"),
-                             stmt.get("actor"), stmt.get("time"), leaf.keyids[0]))
-                for level, idx, h in frontier.append(lh):
-                    nodes.append((origin, level, idx, h))
+                lh = _stage(origin, frontier, rows, nodes, leaf.seq, raw, stmt, leaf.keyids[0])
                 size, prev = size + 1, lh
             self._insert(origin, rows, nodes)
             self.conn.execute("COMMIT")
@@ -392,11 +384,7 @@ class LedgerStore:
                     raise StoreError(f"{origin} seq {seq}: not the next leaf of this log", log=origin, seq=seq,
                                      field="seq", expected=size, found=seq,
                                      hint="pull the missing leaves first (`mreg sync`)")
-                lh = leaf_hash(leaf)
-                rows.append((origin, seq, leaf, lh, stmt["type"], stmt["event_id"], stmt["actor"], stmt["time"],
-                             keyid))
-                for level, idx, h in frontier.append(lh):
-                    nodes.append((origin, level, idx, h))
+                lh = _stage(origin, frontier, rows, nodes, seq, leaf, stmt, keyid)
                 size, prev = size + 1, lh
             self._insert(origin, rows, nodes)
             self.conn.execute("COMMIT")
@@ -489,6 +477,15 @@ _PTYPE = PAYLOAD_TYPE.encode()
 
 
 _worker: dict = {}
+
+
+def _stage(origin: str, frontier, rows: list, nodes: list, seq: int, leaf: bytes, stmt: dict, keyid: str) -> bytes:
+    """Queue one leaf's row and the tree nodes it completes for ``_insert``; return its leaf hash."""
+    lh = leaf_hash(leaf)
+    rows.append((origin, seq, leaf, lh, stmt.get("type"), stmt.get("event_id"), stmt.get("actor"), stmt.get("time"),
+                 keyid))
+    nodes.extend((origin, level, idx, h) for level, idx, h in frontier.append(lh))
+    return lh
 
 
 def _init_worker(seed: bytes, comment: str) -> None:

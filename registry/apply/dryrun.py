@@ -91,6 +91,16 @@ def _note(name: str, e, message: str, **data) -> Progress:
                     e.tenant if e else None, message=message, data=data)
 
 
+def _attempt(name: str, e, i: int, step: Step, run, status: str, how: str):
+    """Run ``run()`` for one step: its line with ``status``/``how``, or a failed line and the error."""
+    try:
+        run()
+    except StepFailed as exc:
+        yield _step(name, e, i, step, "failed", str(exc.data.get("server_message") or exc))
+        raise _fail(e, exc) from None
+    yield _step(name, e, i, step, status, how)
+
+
 def _fail(e, exc: StepFailed, where: str | None = None) -> StepFailed:
     exc.data.setdefault("migration", e.migration.id)
     exc.data.setdefault("phase", e.phase)
@@ -155,12 +165,7 @@ def _in_transaction(name: str, adapter, s, e, why: str | None):
         if not (step.transactional or shares_transaction(adapter, step)):
             yield _step(name, e, i, step, "not_run", why or "cannot run inside a transaction")
             continue
-        try:
-            s.execute(step, path=m.path)
-        except StepFailed as exc:
-            yield _step(name, e, i, step, "failed", str(exc.data.get("server_message") or exc))
-            raise _fail(e, exc) from None
-        yield _step(name, e, i, step, "ok", "rolled back")
+        yield from _attempt(name, e, i, step, lambda: s.execute(step, path=m.path), "ok", "rolled back")
     if e.phase == "migrate" and m.backfill is not None:
         yield from _first_batch(name, adapter, s, e)
         return  # the rest of the walk did not run: post rules would judge a partial backfill
@@ -393,20 +398,11 @@ def _neo4j(name: str, adapter, items: list):
                 if is_schema_command(step.content) or is_batched(step.content):
                     alone = True
                     what = "a schema command" if is_schema_command(step.content) else "an IN TRANSACTIONS batch"
-                    try:
-                        adapter.run_alone(Step(content="EXPLAIN " + step.content, kind="cypher", name=step.name,
-                                               line=step.line), m.path)
-                    except StepFailed as exc:
-                        yield _step(name, e, i, step, "failed", str(exc.data.get("server_message") or exc))
-                        raise _fail(e, exc) from None
-                    yield _step(name, e, i, step, "checked", f"{what} commits on its own; EXPLAIN accepted it")
+                    explain = Step(content="EXPLAIN " + step.content, kind="cypher", name=step.name, line=step.line)
+                    yield from _attempt(name, e, i, step, lambda: adapter.run_alone(explain, m.path), "checked",
+                                        f"{what} commits on its own; EXPLAIN accepted it")
                     continue
-                try:
-                    s.execute(step, path=m.path)
-                except StepFailed as exc:
-                    yield _step(name, e, i, step, "failed", str(exc.data.get("server_message") or exc))
-                    raise _fail(e, exc) from None
-                yield _step(name, e, i, step, "ok", "rolled back")
+                yield from _attempt(name, e, i, step, lambda: s.execute(step, path=m.path), "ok", "rolled back")
             if not alone:
                 yield from _rules(name, s, e, "post", adapter.kind)
         s.rollback()
