@@ -48,6 +48,10 @@ class Step:
     line: int = 0
     transactional: bool = True
     retryable: bool = True
+    # what the step's statements create and which relations they name, when none of them takes a
+    # lock a concurrent session could wait for (registry.parse.sql.lock_summary): a tuple of
+    # (creates, names) pairs; False when one does; None when not worked out (see registry.apply.group)
+    locks: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass

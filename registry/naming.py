@@ -104,8 +104,9 @@ def parse_canonical_name(filename: str) -> CanonicalName | None:
     m = _CANONICAL.match(base)
     if not m:
         return None
-    try:
-        stamp = datetime.strptime(m["date"] + m["time"], "%Y%m%d%H%M%S")
+    d, t = m["date"], m["time"]
+    try:  # the constructor refuses what strptime("%Y%m%d%H%M%S") would, at a tenth of its cost
+        stamp = datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]), int(t[4:6]))
     except ValueError:
         return None
     ident = base[: -(len(m["ext"]) + 1)] if m["ext"] else base
@@ -114,10 +115,10 @@ def parse_canonical_name(filename: str) -> CanonicalName | None:
 
 def _valid_date(digits: str) -> bool:
     try:
-        datetime.strptime(digits, "%Y%m%d")
+        datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
     except ValueError:
         return False
-    return True
+    return len(digits) == 8 and digits.isdigit()
 
 
 def parse_legacy_name(filename: str) -> LegacyName | None:

@@ -12,6 +12,7 @@ renders them. Its sequence (CONTRACTS.md, "the mirror protocol"):
 
 from __future__ import annotations
 
+from registry.apply import group
 from registry.apply.context import (
     engine_targets,
     load_migrations,
@@ -112,19 +113,36 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
 
             yield from run_dry(eng, runnable)
             return
-        for entry in runnable:
+        grouping = {name: group.enabled(a) for name, a in eng.adapters.items()}
+        singles = idx = 0  # singles: entries to run one transaction each (a group of them failed)
+        while idx < len(runnable):
+            entry = runnable[idx]
             if _depends_on_skipped(entry, skipped_contracts):
                 yield Progress("skipped", entry.target, entry.migration.id, entry.phase, entry.tenant,
                                message=f"{entry.migration.id} {entry.phase} waits for a contract not confirmed")
+                idx += 1
                 continue
-            check = getattr(eng.adapters[entry.target], "lock_alive", None)
+            adapter, log = eng.adapters[entry.target], eng.logs[entry.target]
+            check = getattr(adapter, "lock_alive", None)
             if check is not None and _due(checked, entry.target) and not check():
                 from registry.targets.base import LockTimeout
 
                 raise LockTimeout(f"the lock on target {entry.target} was lost (its connection ended)",
                                   hint="run `mreg apply` again; nothing after the last recorded step ran",
                                   target=entry.target)
-            yield from run_entry(eng.logs[entry.target], eng.adapters[entry.target], entry)
+            if not singles and grouping[entry.target]:
+                try:
+                    n = yield from group.run_group(log, adapter, runnable, idx,
+                                                   skip=lambda e: _depends_on_skipped(e, skipped_contracts))
+                except group.GroupFailed as exc:  # rolled back: run them again one by one
+                    singles = exc.tried
+                    continue
+                if n:
+                    idx += n
+                    continue
+            yield from run_entry(log, adapter, entry)
+            singles = max(0, singles - 1)
+            idx += 1
         yield Progress("finished", total=len(runnable), message="done")
     finally:
         loading.cancel()

@@ -57,10 +57,17 @@ def to_json(m: Migration) -> str | None:
         return None
 
 
+def _step(fields: dict) -> Step:
+    locks = fields.get("locks")
+    if locks:  # JSON lists back to the tuples of registry.parse.sql.lock_summary
+        fields["locks"] = tuple((tuple(map(tuple, creates)), tuple(map(tuple, names))) for creates, names in locks)
+    return Step(**fields)
+
+
 def from_json(text: str) -> Migration:
     d = json.loads(text)
-    d["phases"] = {k: [Step(**s) for s in v] for k, v in d["phases"].items()}
-    d["rollback"] = {k: [Step(**s) for s in v] for k, v in d["rollback"].items()}
+    d["phases"] = {k: [_step(s) for s in v] for k, v in d["phases"].items()}
+    d["rollback"] = {k: [_step(s) for s in v] for k, v in d["rollback"].items()}
     d["validation"] = [ValidationRule(**r) for r in d["validation"]]
     d["settings"] = Settings(**d["settings"])
     if d["backfill"] is not None:

@@ -267,7 +267,8 @@ class Builder:
                     self.warnings.append(f"line {st.line}: {reason} cannot run inside a transaction; this step "
                                          f"runs on its own outside one (set txmode: 'none' to say so)")
                 nodes.append(st)
-                steps.append(Step(st.text, "sql", name, st.line, txmode != "none" and reason is None, retryable))
+                steps.append(Step(st.text, "sql", name, st.line, txmode != "none" and reason is None, retryable,
+                                  locks=st.locks and (st.locks,)))
         elif kind == "cypher":
             for st in cypher.split(self.path, content, line):
                 steps.append(Step(st.text, "cypher", name, st.line, txmode != "none", retryable))

@@ -149,7 +149,7 @@ def _steps(path: str, kind: str, section: Section, txmode: str, warnings: list[s
                                 f"on its own outside one (add `txmode: none` to the header to say so)")
             nodes.append(st)
             steps.append(Step(st.text, "sql", f"{label}.{i}", st.line,
-                              transactional=txmode != "none" and reason is None))
+                              transactional=txmode != "none" and reason is None, locks=(st.locks and (st.locks,))))
     elif kind == "cypher":
         for i, st in enumerate(cypher.split(path, section.text, section.line), start=1):
             steps.append(Step(st.text, "cypher", f"{label}.{i}", st.line, transactional=txmode != "none"))

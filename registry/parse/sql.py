@@ -36,10 +36,10 @@ class Statement:
     first use, by parsing the statement's own text again: most statements never need it.
     """
 
-    __slots__ = ("text", "line", "kind", "_node")
+    __slots__ = ("text", "line", "kind", "_node", "locks")
 
-    def __init__(self, text: str, line: int, kind: str = "", node: Any = None) -> None:
-        self.text, self.line, self.kind, self._node = text, line, kind, node
+    def __init__(self, text: str, line: int, kind: str = "", node: Any = None, locks: Any = None) -> None:
+        self.text, self.line, self.kind, self._node, self.locks = text, line, kind, node, locks
 
     @property
     def node(self) -> Any:
@@ -120,8 +120,109 @@ def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], i
             raise ParseError(path, f"transaction control statement `{body}` inside a migration", line=line,
                              field="sql", hint="remove it: mreg runs each phase in its own transaction "
                              "(or outside one with `txmode: none`)")
-        out.append(Statement(body, line, kind))
+        out.append(Statement(body, line, kind, locks=lock_summary(kind, fields)))
     return out, wrappers
+
+
+# Statements that may take no lock a concurrent session could wait for (lock_summary).
+_CREATING = frozenset({"CompositeTypeStmt", "CreateEnumStmt", "CreateDomainStmt", "CreateFunctionStmt"})
+_LOCK_FREE_KINDS = _CREATING | {"CreateStmt", "CreateSeqStmt", "CreateSchemaStmt", "IndexStmt", "InsertStmt",
+                                "CommentStmt"}
+_SEQUENCE_FUNCS = frozenset({"nextval", "setval", "currval", "lastval"})
+_COMMENT_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_SEQUENCE"})
+# settings the migration template sets (SET [LOCAL] lock_timeout = '5s'): they change no name's meaning
+_HARMLESS_SETTINGS = frozenset({"lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout",
+                                "client_min_messages", "work_mem", "maintenance_work_mem", "application_name"})
+
+
+def _relation(rv: dict) -> tuple:
+    return (rv.get("schemaname") or None, rv.get("relname"))
+
+
+def _strings_of(items: list) -> list:
+    return [n.get("String", {}).get("sval") for n in items]
+
+
+def _named_relations(fields: dict) -> list | None:
+    """Every relation named under ``fields`` (pglast JSON: a ``RangeVar``, written as a node or
+    inline, holds ``relname``; a sequence's ``OWNED BY`` names its table), or None when a
+    ``regclass`` cast or a sequence function names one in a string (they lock what they name)."""
+    out = []
+    stack: list = [fields]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            if "relname" in item:
+                out.append(_relation(item))
+            elif item.get("defname") == "owned_by":
+                parts = _strings_of(item.get("arg", {}).get("List", {}).get("items", []))
+                if parts != ["none"]:
+                    parts = parts[:-1]  # the column's table
+                    out.append((parts[0], parts[1]) if len(parts) == 2 else (None, parts[-1] if parts else None))
+            for k, v in item.items():
+                if k == "TypeCast" and "regclass" in _strings_of(v.get("typeName", {}).get("names", [])):
+                    return None
+                if k == "FuncCall" and _strings_of(v.get("funcname", []))[-1:] and \
+                        _strings_of(v["funcname"])[-1] in _SEQUENCE_FUNCS:
+                    return None
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+        elif type(item) is list:
+            stack.extend(item)
+    return out
+
+
+def lock_summary(kind: str, fields: dict):
+    """``(creates, names)`` of a statement (pglast JSON node type and fields) that takes no lock a
+    concurrent session could wait for, provided the relations in ``names`` are new ones (created
+    in the same transaction); False for any other statement.
+
+    Such statements create a table, sequence, type, domain, schema or function, or create an
+    index on, comment on, or insert ``VALUES`` into a table; a ``SET`` of a timeout (the migration
+    template's ``SET lock_timeout``) is one too. Anything that names another relation
+    (a foreign key, ``LIKE``, ``INHERITS``, ``PARTITION OF``, a ``regclass``) lists it in
+    ``names``, so the statement counts as lock-free only when that relation is new too.
+    Relations are ``(schema or None, name)`` as written. ``registry.apply.group`` uses this.
+    """
+    if kind == "VariableSetStmt":
+        return ((), ()) if fields.get("name") in _HARMLESS_SETTINGS else False
+    if kind not in _LOCK_FREE_KINDS:
+        return False
+    if kind == "CreateStmt":
+        if fields.get("inhRelations") or fields.get("partbound") or fields.get("ofTypename"):
+            return False
+        own = _relation(fields["relation"])
+        names = _named_relations(fields)
+        return False if names is None else ((own,), tuple(n for n in names if n != own))
+    if kind == "CreateSeqStmt":
+        own = _relation(fields["sequence"])
+        names = _named_relations(fields)
+        return False if names is None else ((own,), tuple(n for n in names if n != own))
+    if kind == "CreateSchemaStmt":
+        return False if fields.get("schemaElts") else ((), ())
+    if kind == "IndexStmt" and fields.get("concurrent"):
+        return False
+    if kind == "InsertStmt" and fields.get("withClause"):
+        return False
+    if kind == "CommentStmt":
+        objtype = fields.get("objtype")
+        parts = _strings_of(fields.get("object", {}).get("List", {}).get("items", []))
+        if objtype not in _COMMENT_RELATIONS:
+            return False
+        if objtype == "OBJECT_COLUMN":
+            parts = parts[:-1]
+        if not 1 <= len(parts) <= 2 or None in parts:
+            return False
+        return ((), ((parts[0], parts[1]) if len(parts) == 2 else (None, parts[0]),))
+    if kind == "CreateFunctionStmt" and not fields.get("sql_body"):
+        # a LANGUAGE sql body in a string is analysed at creation (check_function_bodies), which
+        # locks the tables it reads; other languages' bodies are not looked into
+        for opt in fields.get("options", []):
+            d = opt.get("DefElem", {})
+            if d.get("defname") == "language" and d.get("arg", {}).get("String", {}).get("sval") == "sql":
+                return False
+    names = _named_relations(fields)  # types, domains, functions, IndexStmt, InsertStmt
+    return False if names is None else ((), tuple(names))
 
 
 # Node types autocommit_reason may name: any other statement runs in a transaction.

@@ -12,6 +12,8 @@ Target options (``[targets.<name>.options]`` in mreg.toml):
 - ``mirror_schema`` (default ``public``): where ``schema_versions``,
   ``schema_checkpoints`` and ``mreg_lock_owner`` live;
 - ``connect_timeout`` (seconds, default 10).
+- ``group_commit`` (default true): consecutive phases that only create new objects share one
+  transaction (``registry.apply.group``).
 
 Tenants are schemas: ``session(tenant="acme")`` sets ``search_path`` to
 ``acme, public`` for the session (mirror rows are schema-qualified and unaffected).
@@ -67,6 +69,7 @@ LOCK_POLL_S = 0.2
 _COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
 FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR (psycopg is imported lazily)
 SHADOW_PREFIX = "mreg_shadow_"
+MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
 
 
 class PgSession:
@@ -220,15 +223,18 @@ class PgSession:
             self.rows.extend(rows)
             return
         if self.pipe is None:
-            for n in (1, 2):  # prepared before pipeline mode (PQprepare waits for its answer)
+            for n in MIRROR_CHUNKS:  # prepared before pipeline mode (PQprepare waits for its answer)
                 self.adapter._mirror_statement(self.conn, n)
             self.pipe = Pipeline(self.conn)
             for statement in self.setup or ():
                 self.pipe.send(statement)
             self.setup = None
-        for i in range(0, len(rows), 2):
-            chunk = rows[i:i + 2]
+        i = 0
+        while i < len(rows):  # INSERTs of 16 rows, then 2, then 1 (a group commit's many rows)
+            n = next(k for k in MIRROR_CHUNKS if k <= len(rows) - i)
+            chunk = rows[i:i + n]
             self.pipe.send(self.adapter._mirror_item(self.conn, chunk), tag=chunk[0])
+            i += n
         self.pipe.push()
 
     @server_errors("committing")

@@ -215,7 +215,7 @@ RAW_MIRROR_FORMATS = [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 def raw_mirror_params(row: MirrorRow, encoding: str = "utf-8") -> list[bytes | None]:
     """The INSERT parameters of a mirror row, in ``MIRROR_COLUMNS`` order, as libpq takes them
     (``RAW_MIRROR_FORMATS``): text parameters take their column's type on the server, ``metadata``
-    is ``json.dumps`` of the details (as psycopg's ``Jsonb`` writes it).
+    is the details as JSON text (the server stores it as ``jsonb``).
     """
     ms = row.execution_time_ms
     return [
@@ -223,8 +223,18 @@ def raw_mirror_params(row: MirrorRow, encoding: str = "utf-8") -> list[bytes | N
         bytes(row.leaf_hash), row.version.encode(encoding), row.database_type.encode(encoding),
         row.applied_at.encode(encoding), row.applied_by.encode(encoding), row.migration_id.encode(encoding),
         row.checksum.encode(encoding), None if ms is None else b"%d" % ms,
-        b"t" if row.rollback_available else b"f", json.dumps(row.metadata).encode(encoding),
+        b"t" if row.rollback_available else b"f", _json(row.metadata),
     ]
+
+
+def _json(value) -> bytes:
+    """JSON text of a mirror row's ``metadata`` (orjson; Python's json for what orjson refuses)."""
+    import orjson
+
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
 
 
 def check_result(conn, res) -> int:

@@ -1,0 +1,122 @@
+"""Group commit on a real PostgreSQL: consecutive phases that only create new objects share one
+transaction (registry.apply.group); anything else, a failure, or the option turned off, and each
+phase has a transaction of its own. The transaction of a mirror row is read from its ``xmin``."""
+
+from __future__ import annotations
+
+import pytest
+from engine_support import Project, events, pg_rows
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def _proj(tmp_path, dsn, *, group_commit=None) -> Project:
+    proj = Project(tmp_path / "proj", {"main": ("postgresql", dsn)})
+    if group_commit is not None:
+        with open(proj.root / "mreg.toml", "a") as fh:
+            fh.write(f"[targets.main.options]\ngroup_commit = {str(group_commit).lower()}\n")
+    return proj
+
+
+def _write(proj: Project, n: int, body: str) -> str:
+    mid = f"20250101_{n:06d}_schema_m{n}"
+    proj.write(f"{mid}.sql", "-- Phase 1: EXPAND\n" + body + "\n")
+    return mid
+
+
+def _transactions(dsn: str) -> list[tuple[str, str, str]]:
+    """(migration, event, transaction id) of every mirror row, in log order."""
+    return [(m, e, x) for m, e, x in pg_rows(dsn, "SELECT migration_id, event_type, xmin::text FROM schema_versions "
+                                                  "ORDER BY seq")]
+
+
+def _groups(dsn: str) -> list[list[str]]:
+    """The migrations of each transaction, in order."""
+    out: list[list[str]] = []
+    last = None
+    for mid, _event, xid in _transactions(dsn):
+        if xid != last:
+            out.append([])
+            last = xid
+        if mid not in out[-1]:
+            out[-1].append(mid)
+    return out
+
+
+def test_creating_phases_share_a_commit_and_others_do_not(tmp_path, pg_dsn):
+    proj = _proj(tmp_path, pg_dsn)
+    pg_rows(pg_dsn, "CREATE TABLE existing (id int PRIMARY KEY)")
+    a = _write(proj, 1, "CREATE TABLE a (id int PRIMARY KEY);\nCREATE INDEX a_id ON a (id);")
+    b = _write(proj, 2, "CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id));\nINSERT INTO b VALUES (1, NULL);")
+    c = _write(proj, 3, "CREATE TYPE mood AS ENUM ('ok', 'sad');\nCOMMENT ON TABLE b IS 'bees';")
+    d = _write(proj, 4, "ALTER TABLE existing ADD COLUMN note text;")          # locks a table in use
+    e = _write(proj, 5, "CREATE TABLE e (id int);")
+    f = _write(proj, 6, "CREATE INDEX a_id2 ON a (id);")                        # a is not new any more
+    g = _write(proj, 7, "CREATE TABLE g (x int REFERENCES existing (id));")    # locks existing
+    h = _write(proj, 8, "CREATE TABLE h (id int);")
+    i = _write(proj, 9, "CREATE TABLE i (id int);")
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn) == [[a, b, c], [d], [e], [f], [g], [h, i]]
+    assert "one commit with 2 other phase(s)" in out
+    # every phase still has its own two events, started before succeeded, chained in order
+    log = proj.statements("main")
+    for mid in (a, b, c, d, e, f, g, h, i):
+        assert [s["type"] for s in events(log, mid)] == ["apply_started", "apply_succeeded"]
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM b") == [(1,)]
+    code, out, err = proj.run("verify")
+    assert code == 0, out + err
+
+
+def test_the_option_turns_grouping_off(tmp_path, pg_dsn):
+    proj = _proj(tmp_path, pg_dsn, group_commit=False)
+    mids = [_write(proj, n, f"CREATE TABLE t{n} (id int);") for n in range(1, 4)]
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn) == [[m] for m in mids]
+
+
+def test_a_failure_rolls_the_group_back_and_its_phases_run_one_by_one(tmp_path, pg_dsn):
+    proj = _proj(tmp_path, pg_dsn)
+    pg_rows(pg_dsn, "CREATE TABLE taken (id int)")
+    a = _write(proj, 1, "CREATE TABLE a (id int);")
+    b = _write(proj, 2, "CREATE TABLE b (id int);")
+    bad = _write(proj, 3, "CREATE TABLE taken (id int);")  # lock-free by its text, fails on the server
+    d = _write(proj, 4, "CREATE TABLE d (id int);")
+    code, out, err = proj.run("apply")
+    assert code != 0 and "taken" in (out + err)
+    # a and b were applied again one transaction each; the failing phase failed on its own
+    assert _groups(pg_dsn) == [[a], [b], [bad]]
+    log = proj.statements("main")
+    assert [s["type"] for s in events(log, bad)] == ["apply_started", "apply_failed"]
+    assert events(log, d) == []
+    assert pg_rows(pg_dsn, "SELECT to_regclass('a') IS NOT NULL, to_regclass('d') IS NULL") == [(True, True)]
+    code, out, err = proj.run("verify")
+    assert code == 0, out + err
+    # fixed, the rest is applied (grouped again)
+    pg_rows(pg_dsn, "DROP TABLE taken")
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn)[-1] == [bad, d]
+    assert proj.run("verify")[0] == 0
+
+
+def test_validation_rules_and_tenants_keep_a_phase_out_of_groups(tmp_path, pg_dsn):
+    proj = _proj(tmp_path, pg_dsn)
+    a = _write(proj, 1, "CREATE TABLE a (id int);")
+    checked = _write(proj, 2, "CREATE TABLE c (id int);\n\n-- Validation:\n"
+                              "-- check empty (post): sql:SELECT count(*) AS n FROM c; expect: {\"n\": 0}")
+    z = _write(proj, 3, "CREATE TABLE z (id int);")
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn) == [[a], [checked], [z]]
+
+
+def test_the_templates_set_statements_do_not_keep_a_phase_out(tmp_path, pg_dsn):
+    proj = _proj(tmp_path, pg_dsn)
+    a = _write(proj, 1, "BEGIN;\nSET lock_timeout = '5s';\nCREATE TABLE a (id int);\nCOMMIT;")
+    b = _write(proj, 2, "BEGIN;\nSET LOCAL statement_timeout = '30s';\nCREATE TABLE b (id int);\nCOMMIT;")
+    c = _write(proj, 3, "SET search_path = elsewhere, public;\nCREATE TABLE c (id int);")  # changes what names mean
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn) == [[a, b], [c]]
