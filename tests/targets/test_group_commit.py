@@ -18,9 +18,9 @@ def _proj(tmp_path, dsn, *, group_commit=None) -> Project:
     return proj
 
 
-def _write(proj: Project, n: int, body: str) -> str:
+def _write(proj: Project, n: int, body: str, database: str = "postgresql") -> str:
     mid = f"20250101_{n:06d}_schema_m{n}"
-    proj.write(f"{mid}.sql", "-- Phase 1: EXPAND\n" + body + "\n")
+    proj.write(f"{mid}.sql", f"-- Database: {database}\n-- Phase 1: EXPAND\n" + body + "\n")
     return mid
 
 
@@ -166,3 +166,19 @@ def test_kill_9_in_the_middle_of_groups_then_apply_again(tmp_path, pg_server):
             code, out, err = proj.run("verify")
             assert code == 0, f"trial {trial}: {out}{err}"
     assert landed >= 2, f"only {landed} kills landed mid-run"
+
+
+@pytest.mark.timescale
+def test_groups_on_the_timescale_dev_server(tmp_path, timescale_dsn):
+    """The single-connection TimescaleDB server: creating phases grouped, a hypertable call not."""
+    proj = Project(tmp_path / "proj", {"ts": ("timescale", timescale_dsn)})
+    a = _write(proj, 1, "CREATE TABLE metrics (ts timestamptz NOT NULL, v int);", "timescale")
+    b = _write(proj, 2, "CREATE INDEX metrics_v ON metrics (v);", "timescale")
+    c = _write(proj, 3, "SELECT create_hypertable('metrics', 'ts');", "timescale")
+    d = _write(proj, 4, "CREATE TABLE notes (id int);", "timescale")
+    e = _write(proj, 5, "CREATE TABLE tags (id int);", "timescale")
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(timescale_dsn) == [[a, b], [c], [d, e]]
+    code, out, err = proj.run("verify")
+    assert code == 0, out + err
