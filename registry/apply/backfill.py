@@ -22,6 +22,11 @@ How one backfill runs (``run``):
   ``apply_started`` before any), so a resumed attempt trusts the row only when it extends the log's
   own last word on this backfill; it then ledgers the recovered position at once (``recovered:
   true``) before running more batches. The last batch deletes the row.
+- **WAL.** A batch rewrites whole pages, and the first change of a page after a checkpoint writes
+  the whole page to the WAL; every commit of the application must flush the WAL written before it,
+  the backfill's included. Where the server does not compress its WAL already and the role may set
+  it, each batch's transaction sets ``wal_compression`` (lz4 where available) for itself alone
+  (``PostgresAdapter.backfill_settings``): the same rows, less WAL to flush.
 - **Commits.** Every batch commits synchronously (the server's ``synchronous_commit``). Committing the
   batches that carry no ledger event with ``synchronous_commit = off`` would keep the ledger honest (a
   server crash loses such a batch together with its progress row, and the resume runs it again; a
@@ -186,6 +191,7 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
         s.commit()
     pace = Pace(st.batch_size or 1000, int(st.max_batch_ms or 0), int(st.duty_cycle or 100),
                 max(0, int(st.pause_between_batches or 0)))
+    extra = getattr(adapter, "backfill_settings", list)()  # e.g. SET LOCAL wal_compression
     every = max(0, int(st.checkpoint_interval or 0)) / 1000
     last_ledgered = time.monotonic()
     n = 0
@@ -199,6 +205,8 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
             ledger = b > hi or every == 0 or t0 - last_ledgered >= every
             try:
                 with session_of(True) as s:
+                    if extra:
+                        s.hold(extra)
                     count = s.run_batch(bf.update, a, b, path=m.path)
                     done = rows + max(count, 0)
                     new_anchor = anchor

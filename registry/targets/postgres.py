@@ -179,6 +179,16 @@ class PgSession:
         step = Step(content=bind_range(update), name=f"batch [{lo}, {hi})", line=line)
         return self.execute(step, path=path, params={"lo": lo, "hi": hi})
 
+    def hold(self, statements: list[str]) -> None:
+        """``SET LOCAL`` statements for this transaction, sent with its first statement."""
+        if not statements:
+            return
+        if self.setup is not None:
+            self.setup.extend(statements)
+        else:
+            self._send_held()
+            self.adapter.run_simple(self.conn, "; ".join(statements))
+
     def query(self, text: str, params: dict | tuple | None = None) -> list[dict]:
         """Rows of a read query as dicts (validation rules, checks)."""
         from psycopg.rows import dict_row
@@ -287,6 +297,7 @@ class PostgresAdapter:
         self._mirror_ready = False
         self._in_session = False
         self._prepared_on = None  # the connection whose prepared mirror INSERTs _prepared names
+        self._backfill_settings: list[str] | None = None  # backfill_settings(), read once
         self._prepared: dict[int, bytes] = {}
 
     # -- connections --------------------------------------------------------
@@ -746,6 +757,32 @@ class PostgresAdapter:
         return ".".join(self.ident(part) for part in table.split("."))
 
     @server_errors("reading the backfill range")
+    def backfill_settings(self) -> list[str]:
+        """``SET LOCAL`` statements for a backfill batch's transaction: ``wal_compression`` (lz4 where
+        the server has it, else pglz) when the server does not compress its WAL already and this
+        role may set it (a superuser, or ``GRANT SET ON PARAMETER wal_compression`` on PostgreSQL
+        15+). A batch rewrites whole pages, and the first change of a page after a checkpoint logs
+        the page whole; compressed, the batch writes less WAL that the application's commits must
+        flush behind it. Read once per adapter; an error or no privilege gives none."""
+        if self._backfill_settings is None:
+            self._backfill_settings = []
+            try:
+                with self.conn.transaction():
+                    current, values, rolsuper = self.conn.execute(
+                        "SELECT current_setting('wal_compression'), (SELECT enumvals FROM pg_settings "
+                        "WHERE name = 'wal_compression'), (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                    ).fetchone()
+                    allowed = bool(rolsuper)
+                    if not allowed and self.conn.info.server_version >= 150000:
+                        allowed = self.conn.execute(
+                            "SELECT has_parameter_privilege('wal_compression', 'SET')").fetchone()[0]
+            except self.psycopg.Error:
+                return self._backfill_settings
+            if current == "off" and allowed:
+                method = "lz4" if values and "lz4" in values else "pglz"
+                self._backfill_settings = [f"SET LOCAL wal_compression = {method}"]
+        return self._backfill_settings
+
     def backfill_range(self, table: str, key: str) -> tuple[object, object] | None:
         """``(min, max)`` of ``key`` in ``table``, or None when the table is empty."""
         lo, hi = self.conn.execute(f"SELECT min({self.ident(key)}), max({self.ident(key)}) "

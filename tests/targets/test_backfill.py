@@ -173,3 +173,38 @@ def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_
     assert pg_rows(timescale_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
     assert pg_rows(timescale_dsn, "SELECT count(*) FROM mreg_backfill_progress") == [(0,)]
     assert proj.run("verify")[0] == 0
+
+
+def test_batches_compress_their_wal_where_the_role_may_set_it(pg_dsn):
+    """A superuser (the test server's) gets SET LOCAL wal_compression in every batch; a role without
+    the privilege gets nothing (and no error); a server compressing already needs nothing."""
+    import uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from registry.config import Target
+    from registry.targets.postgres import PostgresAdapter
+
+    def settings(dsn: str) -> list[str]:
+        adapter = PostgresAdapter(Target("main", "postgresql", dsn, "test"), dsn)
+        adapter.connect()
+        try:
+            return adapter.backfill_settings()
+        finally:
+            adapter.close()
+
+    methods = pg_rows(pg_dsn, "SELECT enumvals FROM pg_settings WHERE name = 'wal_compression'")[0][0]
+    assert settings(pg_dsn) == [f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"]
+    role = "nobody_" + uuid.uuid4().hex[:6]
+    pg_rows(pg_dsn, f"CREATE ROLE {role} LOGIN")
+    try:
+        assert settings(make_conninfo(pg_dsn, user=role)) == []
+        pg_rows(pg_dsn, f"GRANT SET ON PARAMETER wal_compression TO {role}")
+        assert settings(make_conninfo(pg_dsn, user=role)) != []
+        db = conninfo_to_dict(pg_dsn).get("dbname")
+        pg_rows(pg_dsn, f"ALTER ROLE {role} IN DATABASE {db} SET wal_compression = pglz")
+        assert settings(make_conninfo(pg_dsn, user=role)) == []
+    finally:
+        pg_rows(pg_dsn, f"REVOKE SET ON PARAMETER wal_compression FROM {role}")
+        pg_rows(pg_dsn, f"DROP OWNED BY {role}")
+        pg_rows(pg_dsn, f"DROP ROLE {role}")
