@@ -756,7 +756,6 @@ class PostgresAdapter:
     def _table(self, table: str) -> str:
         return ".".join(self.ident(part) for part in table.split("."))
 
-    @server_errors("reading the backfill range")
     def backfill_settings(self) -> list[str]:
         """``SET LOCAL`` statements for a backfill batch's transaction: ``wal_compression`` (lz4 where
         the server has it, else pglz) when the server does not compress its WAL already and this
@@ -783,6 +782,7 @@ class PostgresAdapter:
                 self._backfill_settings = [f"SET LOCAL wal_compression = {method}"]
         return self._backfill_settings
 
+    @server_errors("reading the backfill range")
     def backfill_range(self, table: str, key: str) -> tuple[object, object] | None:
         """``(min, max)`` of ``key`` in ``table``, or None when the table is empty."""
         lo, hi = self.conn.execute(f"SELECT min({self.ident(key)}), max({self.ident(key)}) "
