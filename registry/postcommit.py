@@ -237,10 +237,37 @@ def post_commit(cfg, rev: str = "HEAD") -> list[str]:
             return said
         contents = [(r["checksum"], r["content"]) for r in records if r.get("content")]
         register_records(cfg, records, parse_errors=errors, contents=contents, conn=conn)
+        if rev == "HEAD":
+            _on_branch(conn, Path(cfg.root), [r["id"] for r in records if r.get("status", "active") == "active"])
         found = _findings_about(conn, {r["id"] for r in records}, touched)
     finally:
         conn.close()
     return said + [f"finding {kind}: {message}" for kind, message in found]
+
+
+def head_ref(root: Path) -> str | None:
+    """The branch HEAD names (``refs/heads/main``), read from the repository's ``HEAD`` file; None
+    when HEAD is detached or cannot be read (a worktree's ``.git`` file is followed)."""
+    git_dir = root / ".git"
+    try:
+        if git_dir.is_file():  # a linked worktree or a submodule: "gitdir: <path>"
+            git_dir = (root / git_dir.read_text().strip().removeprefix("gitdir:").strip()).resolve()
+        head = (git_dir / "HEAD").read_text().strip()
+    except OSError:
+        return None
+    return head[len("ref: "):].strip() if head.startswith("ref: ") else None
+
+
+def _on_branch(conn, root: Path, ids: list[str]) -> None:
+    """Record that the migrations registered from HEAD's commit are on HEAD's branch (the ``refs`` of
+    ``mreg list``/``show``), where a scan has recorded refs already; the next scan recomputes them."""
+    ref = head_ref(root) if ids else None
+    if ref is None:
+        return
+    with conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scan_migration_refs'").fetchone():
+            conn.executemany("INSERT OR IGNORE INTO scan_migration_refs(id, ref) VALUES (?, ?)",
+                             ((mid, ref) for mid in ids))
 
 
 def _findings_about(conn, ids: set[str], paths: set[str]) -> list[tuple[str, str]]:

@@ -346,3 +346,43 @@ def test_two_legacy_files_with_one_description_get_two_ids_as_in_the_scan(empty_
     rows = list_migrations(config.load())
     assert len(rows) == 2 and len({r["id"] for r in rows}) == 2
     assert scan_agrees() == []
+
+
+def test_a_migration_registered_by_the_hook_is_on_heads_branch(empty_project, capsys):
+    """After a scan has recorded refs, the hook records the branch of the commit for what it registers
+    (`refs` in `mreg list --json`), as the next scan finds it."""
+    install(empty_project)
+    root = empty_project.root
+    add(root, "migrations/20251121_090000_schema_add_widgets.sql", GOOD)
+    assert commit(root, "add widgets").returncode == 0
+    scan_agrees()
+    branch = seedrepo.git(root, "symbolic-ref", "HEAD")
+    add(root, "migrations/20251121_100000_schema_add_gadgets.sql",
+        canonical("20251121_100000_schema_add_gadgets", body="CREATE TABLE gadgets (id int);"))
+    out = commit(root, "add gadgets")
+    assert out.returncode == 0 and "registered 20251121_100000_schema_add_gadgets" in out.stderr, out.stderr
+    capsys.readouterr()
+    assert run(["list", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["20251121_100000_schema_add_gadgets"]["refs"] == [branch]
+    assert scan_agrees() == []
+    assert run(["list", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["20251121_100000_schema_add_gadgets"]["refs"] == [branch]
+    assert rows["20251121_090000_schema_add_widgets"]["refs"] == [branch]
+
+
+def test_head_ref_reads_branches_worktrees_and_detached_heads(tmp_path):
+    from registry.postcommit import head_ref
+
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    (tmp_path / "repo" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert head_ref(tmp_path / "repo") == "refs/heads/main"
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "repo" / ".git" / "worktrees" / "wt").mkdir(parents=True)
+    (tmp_path / "repo" / ".git" / "worktrees" / "wt" / "HEAD").write_text("ref: refs/heads/topic\n")
+    (tmp_path / "wt" / ".git").write_text("gitdir: ../repo/.git/worktrees/wt\n")
+    assert head_ref(tmp_path / "wt") == "refs/heads/topic"
+    (tmp_path / "repo" / ".git" / "HEAD").write_text("0123456789abcdef0123456789abcdef01234567\n")
+    assert head_ref(tmp_path / "repo") is None
+    assert head_ref(tmp_path / "nowhere") is None
