@@ -14,6 +14,8 @@ Target options (``[targets.<name>.options]`` in mreg.toml):
 - ``connect_timeout`` (seconds, default 10).
 - ``group_commit`` (default true): consecutive phases that only create new objects share one
   transaction (``registry.apply.group``).
+- ``backfill_wal_compression`` (default true): backfill batches set ``wal_compression`` for their
+  own transaction where allowed (``PostgresAdapter.backfill_settings``); false leaves it alone.
 
 Tenants are schemas: ``session(tenant="acme")`` sets ``search_path`` to
 ``acme, public`` for the session (mirror rows are schema-qualified and unaffected).
@@ -765,6 +767,9 @@ class PostgresAdapter:
         flush behind it. Read once per adapter; an error or no privilege gives none."""
         if self._backfill_settings is None:
             self._backfill_settings = []
+            if str(self.target.options.get("backfill_wal_compression", True)).strip().lower() in ("false", "no",
+                                                                                               "off", "0"):
+                return self._backfill_settings
             try:
                 with self.conn.transaction():
                     current, values, rolsuper = self.conn.execute(

@@ -185,8 +185,8 @@ def test_batches_compress_their_wal_where_the_role_may_set_it(pg_dsn):
     from registry.config import Target
     from registry.targets.postgres import PostgresAdapter
 
-    def settings(dsn: str) -> list[str]:
-        adapter = PostgresAdapter(Target("main", "postgresql", dsn, "test"), dsn)
+    def settings(dsn: str, **options) -> list[str]:
+        adapter = PostgresAdapter(Target("main", "postgresql", dsn, "test", options), dsn)
         adapter.connect()
         try:
             return adapter.backfill_settings()
@@ -195,6 +195,7 @@ def test_batches_compress_their_wal_where_the_role_may_set_it(pg_dsn):
 
     methods = pg_rows(pg_dsn, "SELECT enumvals FROM pg_settings WHERE name = 'wal_compression'")[0][0]
     assert settings(pg_dsn) == [f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"]
+    assert settings(pg_dsn, backfill_wal_compression=False) == []
     role = "nobody_" + uuid.uuid4().hex[:6]
     pg_rows(pg_dsn, f"CREATE ROLE {role} LOGIN")
     try:
