@@ -14,8 +14,8 @@ Two ways, chosen by the phase's steps:
   event naming how many steps are done (``steps_done``); a non-transactional step (``CREATE
   INDEX CONCURRENTLY``, a continuous aggregate) runs in auto-commit and its checkpoint follows
   (a crash in between re-runs that one statement on resume: write such statements with
-  ``IF NOT EXISTS``; an INVALID index left by an interrupted ``CREATE INDEX CONCURRENTLY`` is
-  dropped before the statement runs again: ``registry.apply.cic``). A backfill runs in batches
+  ``IF NOT EXISTS``; an INVALID index left by an interrupted ``CREATE INDEX CONCURRENTLY`` or
+  ``REINDEX CONCURRENTLY`` is dropped before the statement runs again: ``registry.apply.cic``). A backfill runs in batches
   (``registry.apply.backfill``: sizes bounded in keys and time, a duty cycle, its exact position
   committed with every batch, a ``batch_checkpoint`` ledgered about once a second). The outcome
   event comes last. After a crash the next ``mreg apply`` records the interrupted attempt as
@@ -390,10 +390,11 @@ def _stepwise_step(log, adapter, entry, i: int, step: Step, sid: str):
 
                         dropped = drop_invalid(s, index, line=step.line)
                         if dropped:
-                            details["dropped_invalid_index"] = dropped
+                            details["dropped_invalid_index"] = dropped[0] if len(dropped) == 1 else dropped
                             yield Progress("warning", entry.target, m.id, entry.phase, entry.tenant,
-                                           message=f"{m.id} {entry.phase}: dropped the INVALID index {dropped} "
-                                                   f"an interrupted CREATE INDEX CONCURRENTLY left; building it again")
+                                           message=f"{m.id} {entry.phase}: dropped the INVALID index "
+                                                   f"{', '.join(dropped)} an interrupted {index.statement} left; "
+                                                   f"building it again")
                     _execute(s, step, entry)
                 log.record("batch_checkpoint", m, details, refs=[sid])
             break
