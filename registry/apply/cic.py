@@ -25,14 +25,14 @@ index is never touched. Which names the statement could have left:
   first; a column is named by ``ChooseIndexColumnNames`` (``INCLUDE`` columns too; a repeated name
   gets ``1``, ``2``… appended) and an expression by ``FigureColname`` (``lower(s)`` → ``lower``,
   ``(s::int)`` → ``s``, ``(a + b)`` → ``expr``). Reproduced by ``index_name`` below and checked
-  against the names a real PostgreSQL chooses (``tests/targets/test_interrupted_reindex.py``). Not
+  against the names a real PostgreSQL chooses (``tests/targets/test_interrupted_cic.py``). Not
   reproduced, so no cleanup: identifiers that are not ASCII (the cut depends on the server encoding)
   and expression forms outside ``_FIGURED``/``_EXPR``.
 - ``REINDEX [(…)] INDEX CONCURRENTLY x``: ``x_ccnew``/``x_ccold`` (``ChooseRelationName(x, NULL,
   "ccnew")``: numbered ``x_ccnew1``… when taken, cut to 63 bytes) on x's table.
-- ``REINDEX [(…)] TABLE CONCURRENTLY t``: the same for every index of ``t``. Not its TOAST table's
-  index (``pg_toast``), nor the partitions of a partitioned table or index, nor the ``SCHEMA``,
-  ``DATABASE`` and ``SYSTEM`` forms: those are run as written.
+- ``REINDEX [(…)] TABLE CONCURRENTLY t``: the same for every index of ``t`` and of its TOAST table
+  (``pg_toast.pg_toast_<oid>_index_ccold``). Not the partitions of a partitioned table or index, nor
+  the ``SCHEMA``, ``DATABASE`` and ``SYSTEM`` forms: those are run as written.
 """
 
 from __future__ import annotations
@@ -238,8 +238,13 @@ _FIND = ("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qual
 def invalid_indexes(session, index: ConcurrentIndex) -> list[str]:
     """The qualified names of the INVALID indexes ``index``'s statement may have left (the session's search_path)."""
     name = "quote_ident(%(schema)s) || '.' || quote_ident(%(rel)s)" if index.schema else "quote_ident(%(rel)s)"
-    table = (f"to_regclass({name})" if index.table is not None
-             else f"(SELECT x.indrelid FROM pg_index x WHERE x.indexrelid = to_regclass({name}))")
+    if index.table is None:
+        table = f"(SELECT x.indrelid FROM pg_index x WHERE x.indexrelid = to_regclass({name}))"
+    elif index.reindex:  # REINDEX TABLE rebuilds the TOAST table's index too
+        table = (f"ANY(ARRAY[to_regclass({name}), "
+                 f"(SELECT t.reltoastrelid FROM pg_class t WHERE t.oid = to_regclass({name}))])")
+    else:
+        table = f"to_regclass({name})"
     rows = session.query(_FIND.format(table=table),
                          {"schema": index.schema, "rel": index.table if index.table is not None else index.index})
     names = [r["name"] for r in rows]

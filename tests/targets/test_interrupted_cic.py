@@ -224,7 +224,8 @@ def test_valid_indexes_named_like_leftovers_are_kept(tmp_path, pg_dsn):
 
 def test_reindex_table_terminated_after_the_swap(tmp_path, pg_dsn):
     """A reader's open transaction holds REINDEX TABLE CONCURRENTLY after it swapped the names: killed
-    there, it leaves the old indexes as big_pkey_ccold and big_s_ccold, both INVALID."""
+    there, it leaves the old indexes as big_pkey_ccold, big_s_ccold and pg_toast_<oid>_index_ccold (on
+    the TOAST table), all INVALID."""
     proj = _project(tmp_path, pg_dsn, "REINDEX TABLE CONCURRENTLY big",
                     setup="CREATE INDEX big_s ON big (md5(s));")
     assert proj.run("apply", "--to", "20250101_000001_schema_big")[0] == 0
@@ -241,9 +242,14 @@ def test_reindex_table_terminated_after_the_swap(tmp_path, pg_dsn):
     left = pg_rows(pg_dsn, "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                            "WHERE i.indrelid = 'big'::regclass ORDER BY 1")
     assert left == [("big_pkey", True), ("big_pkey_ccold", False), ("big_s", True), ("big_s_ccold", False)]
-    _applied_again(proj, pg_dsn, ["public.big_pkey_ccold", "public.big_s_ccold"],
-                   "dropped the INVALID index public.big_pkey_ccold, public.big_s_ccold")
+    toast = pg_rows(pg_dsn, "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                            "WHERE i.indrelid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'big'::regclass) "
+                            "ORDER BY 1")
+    assert [valid for _, valid in toast] == [True, False] and toast[1][0] == toast[0][0] + "_ccold"
+    dropped = ["public.big_pkey_ccold", "public.big_s_ccold", f"pg_toast.{toast[1][0]}"]
+    _applied_again(proj, pg_dsn, dropped, "dropped the INVALID index " + ", ".join(dropped))
     assert _indexes(pg_dsn) == [("big_s", True)]
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
 
 
 def test_chosen_names_match_the_server(pg_dsn):

@@ -1,7 +1,7 @@
 """The index names PostgreSQL chooses, reproduced by ``registry.apply.cic`` (no server).
 
 Every expected name below is one a PostgreSQL 16 server chose for the same statement
-(``tests/targets/test_interrupted_reindex.py::test_chosen_names_match_the_server`` checks the same
+(``tests/targets/test_interrupted_cic.py::test_chosen_names_match_the_server`` checks the same
 computation against the live server)."""
 
 from __future__ import annotations
