@@ -18,9 +18,9 @@ Two ways, chosen by the phase's steps:
   ``REINDEX CONCURRENTLY`` is dropped before the statement runs again: ``registry.apply.cic``). A
   backfill runs in batches (``registry.apply.backfill``: sizes bounded in keys and time, a duty
   cycle, its exact position committed with every batch, a ``batch_checkpoint`` ledgered about once
-  a second). The outcome event comes last. After a crash the next ``mreg apply`` records the interrupted attempt as
-  ``apply_failed`` (``reason: interrupted``, ``resumable: true``) and resumes after the last
-  checkpoint (a backfill: after the last committed batch).
+  a second). The outcome event comes last. After a crash the next ``mreg apply`` records the
+  interrupted attempt as ``apply_failed`` (``reason: interrupted``, ``resumable: true``) and resumes
+  after the last checkpoint (a backfill: after the last committed batch).
 """
 
 from __future__ import annotations
