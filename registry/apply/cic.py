@@ -108,7 +108,7 @@ def make_object_name(name1: str, name2: str | None, label: str | None) -> str:
 # FigureColnameInternal (src/backend/parser/parse_target.c), the forms reproduced: node kind → name
 _FIGURED = {"A_ArrayExpr": "array", "CoalesceExpr": "coalesce"}
 # node kinds for which FigureColnameInternal finds no name ("expr" at the top)
-_EXPR = {"A_Const", "BoolExpr", "NullTest", "BooleanTest", "ParamRef"}
+_EXPR = {"A_Const", "BoolExpr", "NullTest", "BooleanTest"}
 
 
 def _figure(node) -> tuple[int, str | None] | None:

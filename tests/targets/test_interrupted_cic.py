@@ -264,7 +264,7 @@ def test_chosen_names_match_the_server(pg_dsn):
         "ON big ((big.a))", "ON big (coalesce(a, b))", "ON big (greatest(a, b))", "ON big (least(a, b))",
         "ON big ((nullif(a, b)))", "ON big ((case when a > 0 then s end))",
         "ON big ((case when a > 0 then s else q end))", "ON big ((array[a, b]))", "ON big ((a is null))",
-        "ON big ((a > 0 and b > 0))", "ON big (a) INCLUDE (b, s)", "ON big (lower(s), lower(s))",
+        "ON big ((a > 0 and b > 0))", "ON big ((a > 0 is true))", "ON big ((s like 'a%'))", "ON big (a) INCLUDE (b, s)", "ON big (lower(s), lower(s))",
         "ON big ((a+b), (a-b))", "ON public.big USING hash (s) WHERE s IS NOT NULL", f"ON big ({c})",
         f"ON big ({c})", f"ON big (a, {c})", f"ON {t} (a)", f"ON {t} (a)", f"ON {t} ({c})", f"ON {t} ({c}, {c})",
         "ON big (a, b, s, q, id, a, b, s, q, id, a, b, s, q, id, a, b, s, q, id)",

@@ -43,6 +43,8 @@ def _chosen(sql: str, number: int = 0) -> str:
     ("ON big ((array[a, b]))", 0, "big_array_idx"),
     ("ON big ((a is null))", 1, "big_expr_idx1"),
     ("ON big ((a > 0 and b > 0))", 2, "big_expr_idx2"),
+    ("ON big ((a > 0 is true))", 3, "big_expr_idx3"),
+    ("ON big ((s like 'a%'))", 4, "big_expr_idx4"),
     ("ON big (a) INCLUDE (b, s)", 0, "big_a_b_s_idx"),
     ("ON big (lower(s), lower(s))", 0, "big_lower_lower1_idx"),
     ("ON big ((a+b), (a-b))", 0, "big_expr_expr1_idx"),
