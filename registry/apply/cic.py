@@ -49,7 +49,7 @@ NAMEDATALEN = 64  # PostgreSQL's default (pg_config_manual.h); identifiers hold 
 class ConcurrentIndex:
     """The INVALID indexes a concurrent index statement may leave on ``schema.table``.
 
-    ``names``: exact names (a named ``CREATE INDEX CONCURRENTLY``); ``chosen``: the two name parts
+    ``name``: the exact name (a named ``CREATE INDEX CONCURRENTLY``); ``chosen``: the two name parts
     PostgreSQL's ``makeObjectName`` joins with label ``idx`` (an unnamed one); ``index``: the index of a
     ``REINDEX INDEX`` (its table is found in the catalog, ``table`` is None); ``reindex``: whether the
     leftovers are ``_ccnew``/``_ccold`` copies of the table's (or ``index``'s) indexes.
@@ -79,8 +79,7 @@ class ConcurrentIndex:
 
 def _numbered(name: str, name1: str, name2: str | None, label: str) -> bool:
     """Whether ``ChooseRelationName(name1, name2, label)`` could have returned ``name`` (label, label1, …)."""
-    m = re.search(r"(\d*)$", name)
-    digits = m.group(1) if m else ""
+    digits = re.search(r"\d*$", name).group(0)
     if digits and (digits.startswith("0") or len(digits) > 9):
         digits = ""
     return name == make_object_name(name1, name2, label + digits)
