@@ -50,6 +50,8 @@ def classify_sql_node(node: Any) -> str | None:
     from registry.parse.sql import Statement
 
     if isinstance(node, Statement):
+        if node.fields is not None:
+            return classify_sql_json(node.kind, node.fields)
         node = node.node if node.kind in ("DropStmt", "AlterTableStmt", "SelectStmt") else node.kind
     kind = node if isinstance(node, str) else type(node).__name__
     if kind in _SQL_NEUTRAL:
@@ -77,6 +79,46 @@ def classify_sql_node(node: Any) -> str | None:
     if kind == "CallStmt":
         return "data"
     return "schema"
+
+
+def classify_sql_json(kind: str, f: dict) -> str | None:
+    """:func:`classify_sql_node` read from a statement's JSON fields (``parse_sql_json``), as
+    ``registry.parse.sql.split`` keeps them: the same answers, without building pglast's tree."""
+    if kind in _SQL_NEUTRAL:
+        return None
+    if kind in _SQL_PERF:
+        return "perf"
+    if kind in _SQL_SECURITY:
+        return "security"
+    if kind in _SQL_DATA:
+        return "data"
+    if kind == "DropStmt":
+        removed = f.get("removeType", "")
+        if removed == "OBJECT_INDEX":
+            return "perf"
+        if removed in ("OBJECT_POLICY", "OBJECT_ROLE"):
+            return "security"
+    if kind == "AlterTableStmt":
+        subtypes = {(c.get("AlterTableCmd") or {}).get("subtype", "") for c in f.get("cmds") or ()}
+        if subtypes and subtypes <= _RLS:
+            return "security"
+    if kind == "SelectStmt":
+        if f.get("intoClause") is not None or _calls_timescale_ddl_json(f):
+            return "schema"
+        return "data"
+    if kind == "CallStmt":
+        return "data"
+    return "schema"
+
+
+def _calls_timescale_ddl_json(fields: dict) -> bool:
+    from registry.parse.sql import TIMESCALE_FUNCTIONS, _json_sval, json_nodes
+
+    ddl = TIMESCALE_FUNCTIONS - {"time_bucket", "time_bucket_gapfill", "by_range", "by_hash"}
+    for kind, n in json_nodes(fields):
+        if kind == "FuncCall" and n.get("funcname") and _json_sval(n["funcname"][-1]) in ddl:
+            return True
+    return False
 
 
 _CYPHER_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`|//[^\n]*|/\*.*?\*/", re.S)

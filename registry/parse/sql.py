@@ -32,14 +32,18 @@ _WRAPPERS = {"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"}
 class Statement:
     """One SQL statement: original text (no trailing ``;``), 1-based line, node type, parse tree.
 
-    ``kind`` is the node's type name (``CreateStmt``…). The pglast tree (``node``) is built on
-    first use, by parsing the statement's own text again: most statements never need it.
+    ``kind`` is the node's type name (``CreateStmt``…); ``fields`` its fields as PostgreSQL's
+    parser gives them in JSON (``parse_sql_json``: dicts and lists, read by
+    :func:`autocommit_reason_json` and ``classify.classify_sql_json``). The pglast tree
+    (``node``) is built on first use, by parsing the statement's own text again: most
+    statements never need it.
     """
 
-    __slots__ = ("text", "line", "kind", "_node", "locks")
+    __slots__ = ("text", "line", "kind", "fields", "_node", "locks")
 
-    def __init__(self, text: str, line: int, kind: str = "", node: Any = None, locks: Any = None) -> None:
-        self.text, self.line, self.kind, self._node, self.locks = text, line, kind, node, locks
+    def __init__(self, text: str, line: int, kind: str = "", node: Any = None, locks: Any = None,
+                 fields: dict | None = None) -> None:
+        self.text, self.line, self.kind, self.fields, self._node, self.locks = text, line, kind, fields, node, locks
 
     @property
     def node(self) -> Any:
@@ -120,7 +124,7 @@ def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], i
             raise ParseError(path, f"transaction control statement `{body}` inside a migration", line=line,
                              field="sql", hint="remove it: mreg runs each phase in its own transaction "
                              "(or outside one with `txmode: none`)")
-        out.append(Statement(body, line, kind, locks=lock_summary(kind, fields)))
+        out.append(Statement(body, line, kind, locks=lock_summary(kind, fields), fields=fields))
     return out, wrappers
 
 
@@ -234,8 +238,66 @@ AUTOCOMMIT_KINDS = frozenset({
 
 
 def statement_autocommit_reason(st: Statement) -> str | None:
-    """``autocommit_reason`` of a split statement (its tree is built only for the kinds that need it)."""
-    return autocommit_reason(st.node) if st.kind in AUTOCOMMIT_KINDS else None
+    """``autocommit_reason`` of a split statement, from its JSON fields (no pglast tree is built)."""
+    if st.kind not in AUTOCOMMIT_KINDS:
+        return None
+    if st.fields is None:
+        return autocommit_reason(st.node)
+    return autocommit_reason_json(st.kind, st.fields)
+
+
+def json_nodes(value: Any) -> Iterator[tuple[str, dict]]:
+    """``(node type, fields)`` of every node ``parse_sql_json`` wrapped in ``{"Type": {...}}`` under
+    ``value`` (dicts and lists from its JSON), depth first. Fields typed as one node type (e.g.
+    ``CallStmt.funccall``) are not wrapped by the parser, so they are not named here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            if len(item) == 1:
+                (key, inner), = item.items()
+                if type(inner) is dict and key[:1].isupper():
+                    yield key, inner
+            stack.extend(v for v in item.values() if type(v) in (dict, list))
+        elif type(item) is list:
+            stack.extend(reversed(item))
+
+
+def _json_sval(n: Any) -> str:
+    return (n.get("String") or {}).get("sval", "") if type(n) is dict else ""
+
+
+def autocommit_reason_json(kind: str, f: dict) -> str | None:
+    """:func:`autocommit_reason` read from a statement's JSON fields (``parse_sql_json``): the same
+    answers (tests/unit/test_parse_sql_json.py compares both on many statements)."""
+    if kind == "IndexStmt" and f.get("concurrent"):
+        return "CREATE INDEX CONCURRENTLY"
+    if kind == "DropStmt" and f.get("concurrent"):
+        return "DROP INDEX CONCURRENTLY"
+    if kind == "ReindexStmt" and any((p.get("DefElem") or {}).get("defname", "") == "concurrently"
+                                     for p in f.get("params") or ()):
+        return "REINDEX CONCURRENTLY"
+    if kind == "VacuumStmt" and f.get("is_vacuumcmd"):
+        return "VACUUM"
+    if kind == "AlterEnumStmt" and f.get("newVal") is not None and not f.get("oldVal"):
+        return "ALTER TYPE ... ADD VALUE (refused in a transaction before PostgreSQL 12)"
+    if kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt"):
+        return kind.removesuffix("Stmt")
+    if kind == "CallStmt":
+        names = [_json_sval(n) for n in (f.get("funccall") or {}).get("funcname") or ()]
+        if names and names[-1] == "refresh_continuous_aggregate":
+            return "CALL refresh_continuous_aggregate"
+    if kind == "CreateTableAsStmt" and f.get("into") is not None and not f["into"].get("skipData"):
+        for opt in f["into"].get("options") or ():
+            opt = opt.get("DefElem") or {}
+            if opt.get("defnamespace") == "timescaledb" and opt.get("defname") in ("continuous",):
+                return "CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) ... WITH DATA"
+    if kind == "AlterTableStmt":
+        for cmd in f.get("cmds") or ():
+            part = (cmd.get("AlterTableCmd") or {}).get("def")
+            if type(part) is dict and (part.get("PartitionCmd") or {}).get("concurrent"):
+                return "ALTER TABLE ... DETACH PARTITION CONCURRENTLY"
+    return None
 
 
 def _name(n: Any) -> str:
