@@ -90,6 +90,12 @@ class Prefetch:
         for path in present:
             self.alive[path] = (0, "")
 
+    def ahead(self, files: dict[str, tuple[int, str]]) -> None:
+        """Send the files ``{path: (mode, blob)}`` to the pool before the walk (a first scan's tips)."""
+        for path, entry in files.items():
+            self._want(path, entry)
+        self._send()
+
     def see(self, changes: list[Change]) -> list[_Chunk]:
         """Queue the files ``changes`` add; return the chunks the commit's adds depend on."""
         needs = []

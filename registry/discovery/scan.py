@@ -22,6 +22,7 @@ from registry.discovery.lineage import Lineage, State, iso, migration_id, parse_
 
 PROGRESS_EVERY = 250
 PREFETCH_COMMITS = 500  # a shorter walk parses in place (a pool's start-up would not pay)
+EARLY_FILES = 256  # a first scan whose refs hold this many files parses them in the pool during the walk
 AHEAD = 20_000  # commits diffed ahead of the lineage code at most, waiting for parses
 
 
@@ -68,9 +69,10 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
             objects = Objects(str(root))
             try:
                 heads = objects.ref_heads(all_refs, rev)
+                early = _prefetch_heads(objects, state, scope, heads) if not state.refs else None
                 commits = walk(objects, list(heads.values()), state.commits)
                 new = len(commits)
-                prefetch = _prefetch(objects, state, new)
+                prefetch = early or _prefetch(objects, state, new)
                 lines = Lines(state, objects, scope, commits, heads)
                 trees = {c.sha: c.tree for c in commits}
                 pending: deque = deque()  # with a prefetch: commits diffed, waiting for their parses
@@ -129,6 +131,26 @@ def _prefetch(objects: Objects, state: State, commits: int):
         return None
     state.prefetch = prefetch.Prefetch(objects, state.parsed, workers)
     state.prefetch.start({p for files in state.tips.values() for p in files})
+    return state.prefetch
+
+
+def _prefetch_heads(objects: Objects, state: State, scope: rules.Scope, heads: dict[str, str]):
+    """On a first scan (no ref scanned before), a Prefetch already parsing the files the scanned refs' tips hold (what the
+    scan reports), so the worker processes work while this process walks the commits; None when
+    the tips hold fewer than :data:`EARLY_FILES` candidate files or no worker is to be used."""
+    from registry.discovery import prefetch
+
+    if not heads or not prefetch.worker_count():
+        return None
+    files = {}
+    for sha in dict.fromkeys(heads.values()):
+        for ch in diff(objects, scope, None, objects.commit(sha).tree):
+            files[ch.path] = ch.new
+    if len(files) < EARLY_FILES:
+        return None
+    state.prefetch = prefetch.Prefetch(objects, state.parsed, prefetch.worker_count())
+    state.prefetch.ahead(files)
+    state.prefetch.start({p for tip in state.tips.values() for p in tip})
     return state.prefetch
 
 

@@ -354,6 +354,33 @@ def test_parsing_in_worker_processes_gives_the_same_scan(seed_project, tmp_path,
     assert pooled.findings == in_place.findings
 
 
+def test_a_first_scan_parses_the_tips_files_during_the_walk(seed_project, tmp_path, monkeypatch):
+    from registry.discovery import prefetch
+    from registry.discovery import scan as scan_mod
+
+    in_place, _ = scan()
+    ahead = []
+    real_ahead = prefetch.Prefetch.ahead
+
+    def spy(self, files):
+        ahead.append(len(files))
+        return real_ahead(self, files)
+
+    monkeypatch.setattr(scan_mod, "PREFETCH_COMMITS", 10**9)  # only the first scan's early pool
+    monkeypatch.setattr(scan_mod, "EARLY_FILES", 1)
+    monkeypatch.setattr(prefetch, "START_AT", 2)
+    monkeypatch.setattr(prefetch, "CHUNK", 2)
+    monkeypatch.setattr(prefetch, "worker_count", lambda: 1)
+    monkeypatch.setattr(prefetch.Prefetch, "ahead", spy)
+    monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "early" / "catalog.db"))
+    early, _ = scan()
+    assert ahead and ahead[0] >= len(in_place.migrations)
+    assert early.migrations == in_place.migrations
+    assert early.findings == in_place.findings
+    again, _ = scan()  # a re-scan starts no early pool
+    assert len(ahead) == 1 and again.migrations == in_place.migrations
+
+
 _DYING: dict = {}
 
 
