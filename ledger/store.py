@@ -257,8 +257,8 @@ class LedgerStore:
         """Sign ``statement``, build the next leaf of ``origin`` and store it; return the leaf bytes."""
         return self.append_many(origin, [statement], signer)[0]
 
-    def append_many(self, origin: str, statements: Iterable[dict], signer, *, processes: int = 1
-                    ) -> list[bytes]:
+    def append_many(self, origin: str, statements: Iterable[dict], signer, *, processes: int = 1,
+                    payloads: list[bytes] | None = None) -> list[bytes]:
         """Append several statements in one transaction (one fsync).
 
         With ``processes`` = 1 the statements are validated, canonicalised and signed
@@ -266,8 +266,17 @@ class LedgerStore:
         With ``processes`` > 1 and a batch of 1,000 or more, signing runs in a pool of
         worker processes (kept for the store's lifetime) while this process builds and
         inserts the leaves chunk by chunk, under the write lock.
+
+        ``payloads``: each statement's canonical bytes as ``new_statement_bytes`` returned them
+        with it (validated there): they are signed as they are, not validated and serialised again.
         """
         statements = list(statements)
+        if payloads is not None and processes == 1:
+            if len(payloads) != len(statements):
+                raise ValueError("one payload per statement")
+            signed = [_sign_payload(origin, stmt, payload, signer) for stmt, payload in zip(statements, payloads)]
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self._append_signed(origin, signer.keyid, [(statements, signed)])
         if processes > 1 and len(statements) >= 1000:
             pool = self._signing_pool(signer, processes)
             size = max(100, -(-len(statements) // (processes * 8)))
@@ -464,7 +473,11 @@ class LedgerStore:
 
 def _sign_one(origin: str, stmt: dict, signer) -> tuple[str, str]:
     """Validate, canonicalise and sign a statement: (base64 payload, base64 signature)."""
-    payload = statement_bytes(stmt)
+    return _sign_payload(origin, stmt, statement_bytes(stmt), signer)
+
+
+def _sign_payload(origin: str, stmt: dict, payload: bytes, signer) -> tuple[str, str]:
+    """Sign a statement's canonical bytes ``payload``: (base64 payload, base64 signature)."""
     if stmt["ledger"] != origin:
         raise StatementError(f"statement is for ledger {stmt['ledger']!r}, not {origin!r}",
                              field="ledger", expected=origin, found=stmt["ledger"],

@@ -50,12 +50,14 @@ def actor_name() -> str:
 
 
 def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict], actor: str,
-                    ) -> tuple[list[dict], Registered]:
-    """The ``register`` statements ``migrations`` need, given what the catalog projection holds."""
-    from ledger.statement import new_statement
+                    ) -> tuple[list[dict], list[bytes], Registered]:
+    """The ``register`` statements ``migrations`` need, given what the catalog projection holds,
+    with their canonical bytes (validated and serialised once, by ``new_statement_bytes``)."""
+    from ledger.statement import new_statement_bytes
 
     done = Registered()
     out = []
+    payloads = []
     ids = [m["id"] for m in migrations]
     known = {}
     for i in range(0, len(ids), 500):
@@ -78,15 +80,16 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
                 done.unchanged += 1
                 continue
             change = "updated"
-        stmt = new_statement(
+        stmt, payload = new_statement_bytes(
             ledger=origin, type="register", actor=actor,
             migration={"id": m["id"], "version": str(m.get("version") or "0.0.0"), "checksum": registered,
                        "path": m["path"]},
             details={"change": change, "current_checksum": m["checksum"], "record": rec},
         )
         out.append(stmt)
+        payloads.append(payload)
         (done.registered if change == "new" else done.updated).append(m["id"])
-    return out, done
+    return out, payloads, done
 
 
 def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | None = None,
@@ -102,7 +105,7 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
     own = conn is None
     conn = catalog.connect(path) if own else conn
     try:
-        stmts, done = plan_statements(conn, origin, migrations, actor or actor_name())
+        stmts, payloads, done = plan_statements(conn, origin, migrations, actor or actor_name())
         if stmts:
             from ledger.keys import load_signer
             from ledger.log import parse_leaf
@@ -111,7 +114,7 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
             signer = load_signer(cfg.key.value)
             store = LedgerStore(path)
             try:
-                leaves = store.append_many(origin, stmts, signer)
+                leaves = store.append_many(origin, stmts, signer, payloads=payloads)
                 done.checkpoint = store.checkpoint(origin, signer)
             finally:
                 store.close()
