@@ -23,7 +23,7 @@ from registry.discovery.lineage import Lineage, State, iso, migration_id, parse_
 PROGRESS_EVERY = 250
 PREFETCH_COMMITS = 500  # a shorter walk parses in place (a pool's start-up would not pay)
 EARLY_FILES = 256  # a first scan whose refs hold this many files parses them in the pool during the walk
-AHEAD = 20_000  # commits diffed ahead of the lineage code at most, waiting for parses
+AHEAD = 400  # commits diffed ahead of the lineage code at most, waiting for parses
 
 
 @dataclass
