@@ -289,20 +289,36 @@ def store_contents(conn: sqlite3.Connection, items: list[tuple[str, str]]) -> No
 
 
 def enable_search(path: Path) -> None:
-    """Full-text search over migration contents (sqlite-utils FTS5 with triggers; idempotent)."""
+    """Full-text search over migration contents: an FTS5 table with triggers (idempotent).
+
+    The table and triggers are sqlite-utils' ``enable_fts(["content"], create_triggers=True)``,
+    written here as the SQL it runs (:data:`FTS_SQL`), so a first scan need not import
+    sqlite-utils; tests/unit/test_catalog_fts.py holds the two to the same schema and rows.
+    """
     conn = sqlite3.connect(str(path), timeout=60)
-    try:  # already there (every scan after the first): no need to import sqlite-utils to see it
+    try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'migration_contents_fts'").fetchone():
-            return
+            return  # already there (every scan after the first)
+        with conn:
+            for statement in FTS_SQL:
+                conn.execute(statement)
     finally:
         conn.close()
-    import sqlite_utils
 
-    db = sqlite_utils.Database(str(path))
-    table = db["migration_contents"]
-    if not table.detect_fts():
-        table.enable_fts(["content"], create_triggers=True)
-    db.close() if hasattr(db, "close") else None
+
+FTS_SQL = (
+    'CREATE VIRTUAL TABLE "migration_contents_fts" USING FTS5 (\n    "content",\n    content="migration_contents"\n)',
+    'INSERT INTO "migration_contents_fts" (rowid, "content")\n    SELECT rowid, "content" FROM "migration_contents";',
+    'CREATE TRIGGER "migration_contents_ai" AFTER INSERT ON "migration_contents" BEGIN\n'
+    '  INSERT INTO "migration_contents_fts" (rowid, "content") VALUES (new.rowid, new."content");\nEND;',
+    'CREATE TRIGGER "migration_contents_ad" AFTER DELETE ON "migration_contents" BEGIN\n'
+    '  INSERT INTO "migration_contents_fts" ("migration_contents_fts", rowid, "content") '
+    'VALUES(\'delete\', old.rowid, old."content");\nEND;',
+    'CREATE TRIGGER "migration_contents_au" AFTER UPDATE ON "migration_contents" BEGIN\n'
+    '  INSERT INTO "migration_contents_fts" ("migration_contents_fts", rowid, "content") '
+    'VALUES(\'delete\', old.rowid, old."content");\n'
+    '  INSERT INTO "migration_contents_fts" (rowid, "content") VALUES (new.rowid, new."content");\nEND;',
+)
 
 
 def search(conn: sqlite3.Connection, query: str) -> list[dict]:

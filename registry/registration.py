@@ -118,13 +118,13 @@ def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | 
                 done.checkpoint = store.checkpoint(origin, signer)
             finally:
                 store.close()
-            with conn:
+        with conn:  # the projection, contents and findings: one transaction (one fsync)
+            if stmts:
                 # append_many wrote the statements in order at consecutive positions: the first leaf
                 # says where they start, and each leaf carries its statement's canonical bytes, so the
                 # statements themselves project as their parsed leaves would.
                 first = parse_leaf(leaves[0]).seq
                 catalog.project_many(conn, [(stmt, first + i) for i, stmt in enumerate(stmts)])
-        with conn:
             if contents:
                 catalog.store_contents(conn, contents)
             if findings:
