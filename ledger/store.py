@@ -258,7 +258,7 @@ class LedgerStore:
         return self.append_many(origin, [statement], signer)[0]
 
     def append_many(self, origin: str, statements: Iterable[dict], signer, *, processes: int = 1,
-                    payloads: list[bytes] | None = None) -> list[bytes]:
+                    payloads: list[bytes] | None = None, signatures: list[str] | None = None) -> list[bytes]:
         """Append several statements in one transaction (one fsync).
 
         With ``processes`` = 1 the statements are validated, canonicalised and signed
@@ -269,12 +269,20 @@ class LedgerStore:
 
         ``payloads``: each statement's canonical bytes as ``new_statement_bytes`` returned them
         with it (validated there): they are signed as they are, not validated and serialised again.
+        ``signatures``: with ``payloads``, each payload's base64 DSSE signature made by ``signer``
+        in a worker process of this one (``sign_payloads``); they are stored as given.
         """
         statements = list(statements)
         if payloads is not None and processes == 1:
-            if len(payloads) != len(statements):
-                raise ValueError("one payload per statement")
-            signed = [_sign_payload(origin, stmt, payload, signer) for stmt, payload in zip(statements, payloads)]
+            if len(payloads) != len(statements) or (signatures is not None and len(signatures) != len(payloads)):
+                raise ValueError("one payload (and signature) per statement")
+            if signatures is None:
+                signed = [_sign_payload(origin, stmt, payload, signer) for stmt, payload in zip(statements, payloads)]
+            else:
+                signed = []
+                for stmt, payload, sig64 in zip(statements, payloads, signatures):
+                    _check_origin(origin, stmt)
+                    signed.append((_b64e(payload).decode(), sig64))
             self.conn.execute("BEGIN IMMEDIATE")
             return self._append_signed(origin, signer.keyid, [(statements, signed)])
         if processes > 1 and len(statements) >= 1000:
@@ -478,12 +486,21 @@ def _sign_one(origin: str, stmt: dict, signer) -> tuple[str, str]:
 
 def _sign_payload(origin: str, stmt: dict, payload: bytes, signer) -> tuple[str, str]:
     """Sign a statement's canonical bytes ``payload``: (base64 payload, base64 signature)."""
+    _check_origin(origin, stmt)
+    return _b64e(payload).decode(), sign_payloads([payload], signer)[0]
+
+
+def _check_origin(origin: str, stmt: dict) -> None:
     if stmt["ledger"] != origin:
         raise StatementError(f"statement is for ledger {stmt['ledger']!r}, not {origin!r}",
                              field="ledger", expected=origin, found=stmt["ledger"],
                              hint="build the statement with ledger=<the log's origin>")
-    sig = signer.sign(b"DSSEv1 %d %s %d %s" % (len(_PTYPE), _PTYPE, len(payload), payload))
-    return _b64e(payload).decode(), _b64e(sig).decode()
+
+
+def sign_payloads(payloads: list[bytes], signer) -> list[str]:
+    """The base64 DSSE signatures of statements' canonical bytes (``append_many(signatures=...)``)."""
+    return [_b64e(signer.sign(b"DSSEv1 %d %s %d %s" % (len(_PTYPE), _PTYPE, len(p), p))).decode()
+            for p in payloads]
 
 
 _PTYPE = PAYLOAD_TYPE.encode()

@@ -53,11 +53,11 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
                     ) -> tuple[list[dict], list[bytes], Registered]:
     """The ``register`` statements ``migrations`` need, given what the catalog projection holds,
     with their canonical bytes (validated and serialised once, by ``new_statement_bytes``)."""
-    from ledger.statement import new_statement_bytes
+    return _plan(_known(conn, migrations), origin, migrations, actor)
 
-    done = Registered()
-    out = []
-    payloads = []
+
+def _known(conn: sqlite3.Connection, migrations: list[dict]) -> dict[str, tuple[str, dict]]:
+    """``{id: (registered checksum, record)}`` of the ``migrations`` the catalog holds."""
     ids = [m["id"] for m in migrations]
     known = {}
     for i in range(0, len(ids), 500):
@@ -65,6 +65,16 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
         known.update({r[0]: (r[1], json.loads(r[2])) for r in conn.execute(
             f"SELECT id, registered_checksum, record FROM migrations WHERE id IN ({','.join('?' * len(chunk))})",
             chunk)})
+    return known
+
+
+def _plan(known: dict[str, tuple[str, dict]], origin: str, migrations: list[dict], actor: str,
+          ) -> tuple[list[dict], list[bytes], Registered]:
+    from ledger.statement import new_statement_bytes
+
+    done = Registered()
+    out = []
+    payloads = []
     for m in migrations:
         if not m.get("first_commit") or not m.get("checksum"):
             done.skipped.append(m["id"])
@@ -94,27 +104,38 @@ def plan_statements(conn: sqlite3.Connection, origin: str, migrations: list[dict
 
 def register_records(cfg, migrations: list[dict], *, parse_errors: list[dict] | None = None,
                      contents: list[tuple[str, str]] | None = None, actor: str | None = None,
-                     findings: bool = True, conn: sqlite3.Connection | None = None) -> Registered:
+                     findings: bool = True, conn: sqlite3.Connection | None = None,
+                     prepared: "Prepared | None" = None) -> Registered:
     """Register ``migrations`` (scan records) in the registry log and project them into the catalog.
 
     ``findings=False`` leaves the findings table for the next scan. ``conn`` is an open catalog
     connection to use (the post-commit hook's; left open), else one is opened and closed.
+    ``prepared``: the statements for ``migrations`` planned and signed in a worker process while
+    the scan saved its state (:func:`prepare_ahead`); used when the catalog has not changed since.
     """
     path = Path(cfg.catalog.value)
     origin = catalog.registry_origin(cfg)
     own = conn is None
     conn = catalog.connect(path) if own else conn
     try:
-        stmts, payloads, done = plan_statements(conn, origin, migrations, actor or actor_name())
+        planned = prepared.take(conn) if prepared is not None else None
+        if planned is not None:
+            stmts, payloads, signatures, done = planned
+        else:
+            stmts, payloads, done = plan_statements(conn, origin, migrations, actor or actor_name())
+            signatures = None
         if stmts:
             from ledger.keys import load_signer
             from ledger.log import parse_leaf
             from ledger.store import LedgerStore
 
             signer = load_signer(cfg.key.value)
+            if signatures is not None and signer.keyid != prepared.keyid:
+                stmts, payloads, done = plan_statements(conn, origin, migrations, actor or actor_name())
+                signatures = None
             store = LedgerStore(path)
             try:
-                leaves = store.append_many(origin, stmts, signer, payloads=payloads)
+                leaves = store.append_many(origin, stmts, signer, payloads=payloads, signatures=signatures)
                 done.checkpoint = store.checkpoint(origin, signer)
             finally:
                 store.close()
@@ -147,29 +168,109 @@ def scan_and_register(cfg, *, path: Path | None = None, rev: str | None = None, 
         accepted = catalog.accepted_commits(conn)
     finally:
         conn.close()
-    for item in discover(root, Path(cfg.catalog.value), Scope.from_config(cfg), rev=rev, all_refs=all_refs,
-                         full=full, accepted=accepted):
-        if isinstance(item, ScanResult):
-            result = item
+    ahead: list[Prepared] = []
+
+    def prepare(migrations: list[dict], changed: set[str] | None, pool, close) -> None:
+        try:
+            prepared = prepare_ahead(cfg, _todo(cfg, migrations, changed), pool, close)
+        except BaseException:
+            close()
+            raise
+        if prepared is None:
+            close()
         else:
-            yield item
-    parse_errors = [f for f in result.findings if f["kind"] == "parse_error"]
-    # Only migrations whose lineage changed in this scan can need a statement (and a content row);
-    # the others were compared when they last changed. A full scan compares everything.
+            ahead.append(prepared)
+
+    try:
+        for item in discover(root, Path(cfg.catalog.value), Scope.from_config(cfg), rev=rev, all_refs=all_refs,
+                             full=full, accepted=accepted, ahead=prepare):
+            if isinstance(item, ScanResult):
+                result = item
+            else:
+                yield item
+        parse_errors = [f for f in result.findings if f["kind"] == "parse_error"]
+        todo = ahead[0].migrations if ahead else _todo(cfg, result.migrations, result.changed)
+        contents = [(m["checksum"], m["content"]) for m in todo if m.get("checksum") and m.get("content")]
+        quiet = result.new_commits == 0 and not todo and _same_errors(cfg, parse_errors)
+        done = register_records(cfg, todo, parse_errors=parse_errors, contents=contents, findings=not quiet,
+                                prepared=ahead[0] if ahead else None)
+    finally:
+        for p in ahead:
+            p.close()
+    done.unchanged += len(result.migrations) - len(todo)
+    if contents:
+        catalog.enable_search(Path(cfg.catalog.value))
+    yield result, done
+
+
+def _todo(cfg, migrations: list[dict], changed: set[str] | None) -> list[dict]:
+    """The scan records that may need a statement (and a content row): only migrations whose lineage
+    changed in this scan (``changed``; None: all), new to the catalog, or not committed yet; the
+    others were compared when they last changed. A full scan compares everything."""
     conn = catalog.connect(Path(cfg.catalog.value))
     try:
         known = {r[0] for r in conn.execute("SELECT id FROM migrations")}
     finally:
         conn.close()
-    todo = [m for m in result.migrations if result.changed is None or m["id"] in result.changed
+    return [m for m in migrations if changed is None or m["id"] in changed
             or m["id"] not in known or not m.get("first_commit")]
-    contents = [(m["checksum"], m["content"]) for m in todo if m.get("checksum") and m.get("content")]
-    quiet = result.new_commits == 0 and not todo and _same_errors(cfg, parse_errors)
-    done = register_records(cfg, todo, parse_errors=parse_errors, contents=contents, findings=not quiet)
-    done.unchanged += len(result.migrations) - len(todo)
-    if contents:
-        catalog.enable_search(Path(cfg.catalog.value))
-    yield result, done
+
+
+def sign_planned(known: dict, origin: str, migrations: list[dict], actor: str, seed: bytes, comment: str,
+                 ) -> tuple[list[bytes], list[str], Registered]:
+    """Run in a scan's worker process: plan the ``register`` statements of ``migrations`` (given the
+    catalog's ``known`` records) and sign them: ``(canonical payloads, signatures, what they do)``."""
+    from ledger.keys import Signer
+    from ledger.store import sign_payloads
+
+    _stmts, payloads, done = _plan(known, origin, migrations, actor)
+    return payloads, sign_payloads(payloads, Signer.from_seed(seed, comment)), done
+
+
+class Prepared:
+    """Statements planned and signed in the scan's worker process (:func:`prepare_ahead`) while the
+    scan saves its state; :meth:`take` gives them if the catalog still holds what they were planned
+    against (else None: plan here), and :meth:`close` ends the pool."""
+
+    def __init__(self, migrations: list[dict], known: dict, keyid: str, future, close) -> None:
+        self.migrations, self.known, self.keyid, self.future, self._close = migrations, known, keyid, future, close
+
+    def take(self, conn: sqlite3.Connection):
+        import orjson
+
+        try:
+            payloads, signatures, done = self.future.result()
+        except Exception:  # a worker that died, or a pool shut down: plan and sign here
+            return None
+        if _known(conn, self.migrations) != self.known:
+            return None  # another process registered meanwhile
+        return [orjson.loads(p) for p in payloads], payloads, signatures, done
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+
+def prepare_ahead(cfg, migrations: list[dict], pool, close=None) -> Prepared | None:
+    """Send the planning and signing of ``migrations``' statements to ``pool`` (the scan's worker);
+    ``close`` ends the pool (:meth:`Prepared.close`). None when the pool is broken (a worker died)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ledger.keys import load_signer
+
+    signer = load_signer(cfg.key.value)
+    conn = catalog.connect(Path(cfg.catalog.value))
+    try:
+        known = _known(conn, migrations)
+    finally:
+        conn.close()
+    try:
+        future = pool.submit(sign_planned, known, catalog.registry_origin(cfg), migrations, actor_name(),
+                             signer.seed, signer.comment)
+    except BrokenProcessPool:
+        return None
+    return Prepared(migrations, known, signer.keyid, future, close)
 
 
 def _same_errors(cfg, parse_errors: list[dict]) -> bool:

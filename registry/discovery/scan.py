@@ -53,8 +53,13 @@ def is_repository(path: Path) -> bool:
 
 def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None = None,
              all_refs: bool = False, full: bool = False, worktree: bool = True,
-             accepted: set[str] | frozenset = frozenset()) -> Iterator[Progress | ScanResult]:
-    """Scan the repository (or plain folder) at ``root``; see the module docstring."""
+             accepted: set[str] | frozenset = frozenset(), ahead=None) -> Iterator[Progress | ScanResult]:
+    """Scan the repository (or plain folder) at ``root``; see the module docstring.
+
+    ``ahead(migrations, changed, pool, close)``, when the scan used a pool of worker processes, is
+    called as soon as the migrations are known, before the scan's state is saved, so that work
+    on them can start in the pool meanwhile; the pool is then the callee's to end (``close()``).
+    """
     started = time.perf_counter()
     conn = store.connect(catalog)
     try:
@@ -100,6 +105,9 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 if worktree:
                     extra, errors = scan_worktree(root, scope, state, git=True)
                 migrations, parse_errors = build(state, extra, objects, refs)
+                if ahead is not None and state.prefetch is not None and state.prefetch.pool is not None:
+                    ahead(migrations, _changed(migrations, dirty, full), state.prefetch.pool, state.prefetch.close)
+                    state.prefetch = None  # the callee ends the pool
                 store.save(conn, state, heads, migrations)
             finally:
                 if state.prefetch is not None:
@@ -111,13 +119,18 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
             extra, errors = scan_worktree(root, scope, state, git=False)
             migrations, parse_errors = build(state, extra, None)
         found = findings_mod.compute(migrations, parse_errors + errors, accepted)
-        changed = None
-        if dirty is not None and not full:
-            changed = {m["id"] for m in migrations if dirty & set(m["lineages"])}
+        changed = _changed(migrations, dirty, full)
         yield ScanResult(migrations, found, new_commits=new, refs=heads, objects_read=reads,
                          seconds=time.perf_counter() - started, changed=changed)
     finally:
         conn.close()
+
+
+def _changed(migrations: list[dict], dirty: set[int] | None, full: bool) -> set[str] | None:
+    """Ids of the migrations whose lineage this scan changed (None: unknown, or a full scan)."""
+    if dirty is None or full:
+        return None
+    return {m["id"] for m in migrations if dirty & set(m["lineages"])}
 
 
 def _prefetch(objects: Objects, state: State, commits: int):

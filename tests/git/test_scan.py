@@ -381,6 +381,58 @@ def test_a_first_scan_parses_the_tips_files_during_the_walk(seed_project, tmp_pa
     assert len(ahead) == 1 and again.migrations == in_place.migrations
 
 
+def _registered(catalog_path):
+    """The catalog's migrations and the registry log's statements, without what differs per run."""
+    import base64
+    import json
+    import sqlite3
+
+    from registry import catalog as cat
+
+    conn = sqlite3.connect(str(catalog_path))
+    try:
+        records = cat.records(conn)
+        leaves = [json.loads(r[0]) for r in conn.execute("SELECT leaf FROM ledger_leaves ORDER BY seq")]
+    finally:
+        conn.close()
+    stmts = [json.loads(base64.b64decode(leaf["envelope"]["payload"])) for leaf in leaves]
+    return records, [{k: v for k, v in s.items() if k not in ("event_id", "time")} for s in stmts]
+
+
+@pytest.mark.parametrize("dies", [False, True])
+def test_statements_planned_and_signed_in_the_worker(seed_project, tmp_path, monkeypatch, dies):
+    import os
+
+    from registry import registration
+    from registry.discovery import prefetch
+    from registry.discovery import scan as scan_mod
+
+    monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "in-place" / "catalog.db"))
+    in_place, in_place_done = scan()
+    taken = []
+    real_take = registration.Prepared.take
+
+    def take(self, conn):
+        hit = real_take(self, conn)
+        taken.append(hit is not None)
+        return hit
+
+    monkeypatch.setattr(scan_mod, "PREFETCH_COMMITS", 0)
+    monkeypatch.setattr(prefetch, "START_AT", 2)
+    monkeypatch.setattr(prefetch, "CHUNK", 2)
+    monkeypatch.setattr(prefetch, "worker_count", lambda: 1)
+    monkeypatch.setattr(registration.Prepared, "take", take)
+    if dies:
+        monkeypatch.setitem(_DYING, "parent", os.getpid())
+        monkeypatch.setattr(registration, "sign_planned", _dying)
+    monkeypatch.setenv("MREG_CATALOG", str(tmp_path / "pooled" / "catalog.db"))
+    pooled, pooled_done = scan()
+    assert taken == [not dies]  # planned and signed in the worker (else, when it died, here)
+    assert pooled.migrations == in_place.migrations
+    assert pooled_done.registered == in_place_done.registered and pooled_done.updated == in_place_done.updated
+    assert _registered(tmp_path / "pooled" / "catalog.db") == _registered(tmp_path / "in-place" / "catalog.db")
+
+
 _DYING: dict = {}
 
 

@@ -15,7 +15,7 @@ from ledger.policy import default_policy
 from ledger.proof import (consistency_text, inclusion_text, parse_inclusion, verify_consistency_text,
                           verify_inclusion_text)
 from ledger.statement import new_statement
-from ledger.store import LedgerStore, StoreError
+from ledger.store import LedgerStore, StoreError, sign_payloads
 
 O = "demo/registry"
 A = Signer.from_seed(bytes(range(32)), "alice@example.com")
@@ -292,6 +292,14 @@ def test_payloads_made_with_the_statements_give_the_same_leaves(tmp_path):
         plain = one.append_many(O, [s for s, _ in made], A)
         fast = two.append_many(O, [s for s, _ in made], A, payloads=[p for _, p in made])
         assert fast == plain  # Ed25519 signatures are deterministic: the same bytes
+        three = LedgerStore(tmp_path / "c.db")
+        try:
+            payloads = [p for _, p in made]
+            signed = three.append_many(O, [s for s, _ in made], A, payloads=payloads,
+                                       signatures=sign_payloads(payloads, A))
+            assert signed == plain
+        finally:
+            three.close()
         with pytest.raises(ValueError):
             two.append_many(O, [s for s, _ in made], A, payloads=[])
     finally:
