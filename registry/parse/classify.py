@@ -161,7 +161,7 @@ def classify_step(step: Step) -> str | None:
     from registry.parse import sql
 
     try:
-        raw = sql.parse(step.content)
+        raw = sql.parse_json(step.content)
     except PgParseError:
         return "schema"
-    return combine({k for k in (classify_sql_node(r.stmt) for r in raw) if k})
+    return combine({k for k in (classify_sql_json(*next(iter(r["stmt"].items()))) for r in raw) if k})

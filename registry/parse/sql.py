@@ -70,6 +70,16 @@ def parse(text: str) -> tuple:
     return parse_sql(for_parser(text))
 
 
+def parse_json(text: str) -> list[dict]:
+    """The statements of ``text`` as PostgreSQL's parser gives them in JSON (``parse_sql_json``, read
+    with orjson): ``[{"stmt": {node type: fields}, "stmt_location": ..., "stmt_len": ...}, ...]``
+    (placeholders tolerated); raises pglast's ParseError."""
+    import orjson
+    from pglast.parser import parse_sql_json
+
+    return orjson.loads(parse_sql_json(for_parser(text))).get("stmts", [])
+
+
 def _syntax_error(path: str, text: str, first_line: int) -> ParseError | None:
     """The ParseError for ``text`` (from pglast's tree parser, whose offsets are characters)."""
     from pglast.parser import ParseError as PgParseError
@@ -90,12 +100,10 @@ def split(path: str, text: str, first_line: int = 1) -> tuple[list[Statement], i
     One call to PostgreSQL's parser (pglast's ``parse_sql_json``: the statements' boundaries and
     node types, without building Python trees); see ``Statement.node``.
     """
-    import json
-
-    from pglast.parser import ParseError as PgParseError, parse_sql_json
+    from pglast.parser import ParseError as PgParseError
 
     try:
-        raw = json.loads(parse_sql_json(for_parser(text)))["stmts"]
+        raw = parse_json(text)
     except PgParseError:
         raise _syntax_error(path, text, first_line) or ParseError(
             path, "SQL syntax error", line=first_line, field="sql", hint="fix the statement") from None

@@ -140,3 +140,18 @@ def test_every_autocommit_reason_is_reached():
 def test_json_nodes_names_wrapped_nodes_only():
     fields = _statements("SELECT f(1)")[0].fields
     assert sorted(k for k, _ in sql.json_nodes(fields)) == ["A_Const", "FuncCall", "ResTarget", "String"]
+
+
+@pytest.mark.parametrize("text", [";\n".join(TRICKY[i:i + 5]) for i in range(0, len(TRICKY), 5)]
+                         + ["BEGIN; CREATE INDEX i ON t (a); COMMIT", "", "SELEC broken"])
+def test_classify_step_equals_the_tree_reading(text):
+    from pglast.parser import ParseError as PgParseError
+
+    from registry.model import Step
+    from registry.parse.classify import classify_step, combine
+
+    try:
+        expected = combine({k for k in (classify_sql_node(r.stmt) for r in sql.parse(text)) if k})
+    except PgParseError:
+        expected = "schema"
+    assert classify_step(Step(text, "sql", "expand.1", 1)) == expected
