@@ -10,7 +10,12 @@ A first scan of a long history parses thousands of files (every file's first con
 which fixes its id, and its current content); parsing is the parser's work (pglast,
 tree-sitter) and independent of the walk. :class:`Prefetch` sends those files to a pool
 of worker processes as the walk meets them, so that on a machine with a free core the
-parsing happens while the main process reads trees.
+parsing happens while the main process reads trees. A first scan sends the files of the
+scanned refs' tips (their current content) before it reads the commits
+(:meth:`Prefetch.ahead`): the worker parses them while this process walks the history. The
+lineage code applies each commit at most ``scan.AHEAD`` commits behind the tree comparison;
+a file it needs that no worker has begun is parsed here (a pool's queue is first come, first
+served: the files the walk meets wait behind the chunks of commits sent before them).
 
 It changes no result: the lineage code still asks :meth:`State.parse
 <registry.discovery.lineage.State.parse>` for each file in history order, and a prefetched
