@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
@@ -100,7 +101,11 @@ def canonical_id(when: datetime | date, type: str, description: str) -> str:
 
 def parse_canonical_name(filename: str) -> CanonicalName | None:
     """The parts of a canonical name (path or bare id accepted), or None if it is not one."""
-    base = _basename(filename)
+    return _canonical_name(_basename(filename))
+
+
+@lru_cache(maxsize=16384)  # a scan asks about each file name several times (results are frozen)
+def _canonical_name(base: str) -> CanonicalName | None:
     m = _CANONICAL.match(base)
     if not m:
         return None
@@ -126,8 +131,12 @@ def parse_legacy_name(filename: str) -> LegacyName | None:
 
     Canonical names are not legacy: they give None (check ``parse_canonical_name`` first).
     """
-    base = _basename(filename)
-    if parse_canonical_name(base):
+    return _legacy_name(_basename(filename))
+
+
+@lru_cache(maxsize=16384)
+def _legacy_name(base: str) -> LegacyName | None:
+    if _canonical_name(base):
         return None
     kind = "versioned"
     ud = _UPDOWN.search(base)
