@@ -247,6 +247,12 @@ def diff_chunk(repo: str, scope, pairs: list[tuple]) -> tuple[list[list[Change]]
     return out, sums
 
 
+def checksum_chunk(repo: str, blobs: list[str]) -> dict[str, str]:
+    """Run in a worker: ``{blob id: checksum}`` (what ``State.checksum`` computes) of ``blobs``."""
+    objects = _objects(repo)
+    return {b: checksum_bytes(objects.blob(b)) for b in dict.fromkeys(blobs)}
+
+
 class Diffs:
     """Commits' changes, compared by the pool's workers and by this process at once.
 

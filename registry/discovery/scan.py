@@ -24,6 +24,7 @@ PROGRESS_EVERY = 250
 PREFETCH_COMMITS = 500  # a shorter walk parses in place (a pool's start-up would not pay)
 EARLY_FILES = 256  # a first scan whose refs hold this many files parses them in the pool during the walk
 AHEAD = 400  # commits diffed ahead of the lineage code at most, waiting for parses
+AHEAD_GIT = 2000  # likewise when Git compares the trees (the pool then parses and checksums only)
 
 
 @dataclass
@@ -83,14 +84,21 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 pending: deque = deque()  # with a prefetch: commits diffed, waiting for their parses
                 pairs = [((trees.get(c.parents[0]) or objects.commit(c.parents[0]).tree) if c.parents else None,
                           c.tree) for c in commits]
-                diffs = prefetch.diffs(scope, pairs, state.sums) if prefetch is not None else None
+                diffs = None
+                if prefetch is not None:
+                    from registry.discovery import gitdiff
+
+                    prefetch._start_pool()
+                    diffs = (gitdiff.start(objects, scope, pairs, prefetch.pool, state.sums)
+                             or prefetch.diffs(scope, pairs, state.sums))
+                lead = AHEAD_GIT if diffs is not None and hasattr(diffs, "close") else AHEAD
                 for i, c in enumerate(commits):
                     changes = diffs.get(i) if diffs is not None else diff(objects, scope, pairs[i][0], c.tree)
                     if prefetch is None:
                         lines.apply(c, changes)
                     else:
                         pending.append((c, changes, prefetch.see(changes)))
-                        while pending and (len(pending) > AHEAD or prefetch.ready(pending[0][2])):
+                        while pending and (len(pending) > lead or prefetch.ready(pending[0][2])):
                             lines.apply(*pending.popleft()[:2])
                     if i % PROGRESS_EVERY == 0 or i == new - 1:
                         yield Progress("commits", i + 1, new, c.sha[:12])
@@ -98,6 +106,8 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                     prefetch.finish()
                     while pending:
                         lines.apply(*pending.popleft()[:2])
+                if hasattr(diffs, "close"):
+                    diffs.close()
                 refs = lines.finish(replace=all_refs)
                 reads = objects.reads
                 dirty = set(state.dirty_lineages)
