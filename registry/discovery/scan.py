@@ -73,6 +73,7 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
         new = 0
         if is_repository(root):
             objects = Objects(str(root))
+            git = None  # a registry.discovery.gitdiff.GitDiffs while Git compares trees
             try:
                 heads = objects.ref_heads(all_refs, rev)
                 early = _prefetch_heads(objects, state, scope, heads) if not state.refs else None
@@ -85,13 +86,15 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                 pairs = [((trees.get(c.parents[0]) or objects.commit(c.parents[0]).tree) if c.parents else None,
                           c.tree) for c in commits]
                 diffs = None
-                if prefetch is not None:
+                if new >= PREFETCH_COMMITS:  # a long walk: Git compares the trees (else the pool, or here)
                     from registry.discovery import gitdiff
 
-                    prefetch._start_pool()
-                    diffs = (gitdiff.start(objects, scope, pairs, prefetch.pool, state.sums)
-                             or prefetch.diffs(scope, pairs, state.sums))
-                lead = AHEAD_GIT if diffs is not None and hasattr(diffs, "close") else AHEAD
+                    if prefetch is not None:
+                        prefetch._start_pool()
+                    diffs = git = gitdiff.start(objects, scope, pairs, prefetch and prefetch.pool, state.sums)
+                if diffs is None and prefetch is not None:
+                    diffs = prefetch.diffs(scope, pairs, state.sums)
+                lead = AHEAD_GIT if git is not None else AHEAD
                 for i, c in enumerate(commits):
                     changes = diffs.get(i) if diffs is not None else diff(objects, scope, pairs[i][0], c.tree)
                     if prefetch is None:
@@ -106,8 +109,8 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                     prefetch.finish()
                     while pending:
                         lines.apply(*pending.popleft()[:2])
-                if hasattr(diffs, "close"):
-                    diffs.close()
+                if git is not None:
+                    git.close()
                 refs = lines.finish(replace=all_refs)
                 reads = objects.reads
                 dirty = set(state.dirty_lineages)
@@ -120,6 +123,8 @@ def discover(root: Path, catalog: Path, scope: rules.Scope, *, rev: str | None =
                     state.prefetch = None  # the callee ends the pool
                 store.save(conn, state, heads, migrations)
             finally:
+                if git is not None:
+                    git.close()
                 if state.prefetch is not None:
                     state.prefetch.close()
                     state.prefetch = None
