@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
+import tempfile
 
 from registry.discovery import rules
 from registry.discovery.history import GITLINK_MODE, LINK_MODE, Change
@@ -70,24 +70,17 @@ class GitDiffs:
         self.lines = [f"{old or EMPTY_TREE} {new}\n".encode() for old, new in pairs]
         if any(len(line) != 82 for line in self.lines):
             raise Unexpected("not SHA-1 tree ids")
-        self.proc = subprocess.Popen(
-            ["git", "-C", repo, "diff-tree", "--stdin", "-r", "--raw", "--no-renames", "-z"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.feeder = threading.Thread(target=self._feed, daemon=True)
-        self.feeder.start()
+        with tempfile.TemporaryFile() as pairs_file:  # the input from a file: no thread feeds a pipe
+            pairs_file.write(b"".join(self.lines))
+            pairs_file.seek(0)
+            self.proc = subprocess.Popen(
+                ["git", "-C", repo, "diff-tree", "--stdin", "-r", "--raw", "--no-renames", "-z"],
+                stdin=pairs_file, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.buf = b""
         self.pos = 0
         self.done: list[list[Change]] = []
         self.eof = False
         self._folders: dict[str, bool] = {}
-
-    def _feed(self) -> None:
-        try:
-            for i in range(0, len(self.lines), 512):
-                self.proc.stdin.write(b"".join(self.lines[i:i + 512]))
-            self.proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
 
     def get(self, i: int) -> list[Change]:
         if not self.failed:
@@ -119,7 +112,6 @@ class GitDiffs:
         self.proc.wait()
         if not self.proc.stdout.closed:
             self.proc.stdout.close()
-        self.feeder.join()
 
     # -- internals --------------------------------------------------------------------
     def _sums(self, last: bool) -> None:
