@@ -75,7 +75,7 @@ class GitDiffs:
             pairs_file.seek(0)
             self.proc = subprocess.Popen(
                 ["git", "-C", repo, "diff-tree", "--stdin", "-r", "--raw", "--no-renames", "-z"],
-                stdin=pairs_file, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                stdin=pairs_file, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env())
         self.buf = b""
         self.pos = 0
         self.done: list[list[Change]] = []
@@ -177,6 +177,16 @@ class GitDiffs:
                     self.blobs.append(ch.new[1])
         self.done.append(changes)
         return True
+
+
+# Set by Git for hooks (or by a user): they would make `git -C repo` read another repository.
+_REPO_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
+              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE")
+
+
+def _env() -> dict[str, str]:
+    """The environment for git: this one without the variables that choose another repository."""
+    return {k: v for k, v in os.environ.items() if k not in _REPO_VARS}
 
 
 def changes_of(scope: rules.Scope, raw: list[tuple[bytes, bytes]], folders: dict[str, bool]) -> list[Change]:

@@ -79,3 +79,21 @@ def test_unexpected_output_falls_back_to_history_diff(seed_project, monkeypatch)
         git.close()
     finally:
         objects.close()
+
+
+def test_git_reads_the_scanned_repository_whatever_git_dir_says(seed_project, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir()
+    seedrepo.git(other, "init", "-q")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))  # as in a hook of another repository
+    scope = Scope.from_config(config.load())
+    objects = Objects(str(seed_project.root))
+    try:
+        pairs = _pairs(objects)
+        git = gitdiff.start(objects, scope, pairs)
+        got = [git.get(i) for i in range(len(pairs))]
+        git.close()
+        assert not git.failed
+        assert [sorted(g) for g in got] == [sorted(diff(objects, scope, old, new)) for old, new in pairs]
+    finally:
+        objects.close()
