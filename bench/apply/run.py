@@ -3,8 +3,12 @@
 Each tool gets a fresh database on the same PostgreSQL and runs as a separate process (its
 start-up counted, as an operator would see it):
 
-- ``mreg``: ``mreg apply`` — planning, one transaction per migration holding the step and both
-  signed events (``apply_started``/``apply_succeeded``) as mirror rows, catalog.db replica, checkpoint;
+- ``mreg``: ``mreg apply`` — planning, each migration's step with both signed events
+  (``apply_started``/``apply_succeeded``) as mirror rows in the same transaction, catalog.db replica,
+  checkpoint; these migrations only create tables, so consecutive ones share a commit (group commit,
+  docs/applying.md);
+- ``mreg-one-commit-per-phase``: the same with ``group_commit = false`` (one transaction per migration,
+  as the loop);
 - ``psql``: the 1,000 statements in one ``psql`` session (no history at all: the raw floor);
 - ``psycopg-loop``: a minimal Python loop, one transaction per migration plus a history row
   (the floor for any Python tool);
@@ -73,7 +77,7 @@ def stmt(i: int) -> str:
     return f"CREATE TABLE bench_t_{i:05d} (id integer)"
 
 
-def run_mreg(admin: str, n: int, work: Path) -> dict:
+def run_mreg(admin: str, n: int, work: Path, *, group_commit: bool = True) -> dict:
     dsn = new_db(admin)
     root = work / "mreg"
     (root / "migrations").mkdir(parents=True)
@@ -82,7 +86,8 @@ def run_mreg(admin: str, n: int, work: Path) -> dict:
         (root / "migrations" / f"20250101_{i:06d}_schema_bench_t_{i:05d}.sql").write_text(
             f"-- Phase 1: EXPAND\n{stmt(i)};\n")
     (root / "mreg.toml").write_text(f'[project]\nname = "bench"\n[targets.main]\ntype = "postgresql"\n'
-                                    f'url = "{dsn}"\n')
+                                    f'url = "{dsn}"\n[targets.main.options]\n'
+                                    f'group_commit = {str(group_commit).lower()}\n')
     sys.path.insert(0, str(REPO))
     from ledger.keys import Signer
 
@@ -96,6 +101,11 @@ def run_mreg(admin: str, n: int, work: Path) -> dict:
     with psycopg.connect(dsn) as c:
         rows = c.execute("SELECT count(*) FROM schema_versions").fetchone()[0]
     return {"seconds": round(secs, 3), "mirror_rows": rows, "signed_events": rows}
+
+
+def run_mreg_one_commit_each(admin: str, n: int, work: Path) -> dict:
+    """mreg with ``group_commit = false``: one transaction (one WAL flush) per phase, as the loop."""
+    return run_mreg(admin, n, work, group_commit=False)
 
 
 def run_psql(admin: str, n: int, work: Path) -> dict:
@@ -215,8 +225,8 @@ def main() -> None:
         server = pgserver.get_server(work / "pg", cleanup_mode="stop")
         admin = server.get_uri()
     results = {}
-    tools = [("psql", run_psql), ("psycopg-loop", run_loop), ("mreg", run_mreg), ("alembic", run_alembic),
-             ("yoyo", run_yoyo)]
+    tools = [("psql", run_psql), ("psycopg-loop", run_loop), ("mreg", run_mreg),
+             ("mreg-one-commit-per-phase", run_mreg_one_commit_each), ("alembic", run_alembic), ("yoyo", run_yoyo)]
     runs: dict[str, list] = {name: [] for name, _ in tools}
     try:
         for r in range(args.rounds):  # interleaved rounds: a busy machine slows every tool alike
@@ -259,6 +269,9 @@ def main() -> None:
                   f"median of {args.rounds} interleaved rounds (sqitch: one run)",
         "results": results,
         "mreg_vs_minimal_loop": round(mine / floor, 3) if mine and floor else None,
+        "mreg_one_commit_per_phase_vs_minimal_loop": (
+            round(results["mreg-one-commit-per-phase"]["seconds"] / floor, 3)
+            if floor and "seconds" in results.get("mreg-one-commit-per-phase", {}) else None),
         "peer_seconds_over_mreg": ratios,
         "goals": {"within_1.3x_of_minimal_loop": bool(mine and floor and mine <= 1.3 * floor),
                   "faster_than_each_peer": {k: results[k]["seconds"] > mine for k in ("alembic", "yoyo", "sqitch")
