@@ -316,8 +316,8 @@ def main() -> None:
     ap.add_argument("--max-batch-ms", type=int, default=5, help="Max-Batch-Ms (0: every batch is --batch keys)")
     ap.add_argument("--duty", type=int, default=75, help="Duty-Cycle: percent of the backfill's time in batches")
     ap.add_argument("--checkpoint-interval", type=int, default=1000, help="Checkpoint-Interval (ms)")
-    ap.add_argument("--no-wal-compression", dest="wal_compression", action="store_false",
-                    help="options.backfill_wal_compression = false (batches leave wal_compression as the server has it)")
+    ap.add_argument("--wal-compression", action="store_true",
+                    help="options.backfill_wal_compression = true (batches compress their own WAL)")
     ap.add_argument("--dsn", default=os.environ.get("MREG_BENCH_PG_DSN"))
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "zero-downtime.json"))
     args = ap.parse_args()

@@ -175,9 +175,10 @@ def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_
     assert proj.run("verify")[0] == 0
 
 
-def test_batches_compress_their_wal_where_the_role_may_set_it(pg_dsn):
-    """A superuser (the test server's) gets SET LOCAL wal_compression in every batch; a role without
-    the privilege gets nothing (and no error); a server compressing already needs nothing."""
+def test_batches_compress_their_wal_when_asked_and_the_role_may_set_it(pg_dsn):
+    """With backfill_wal_compression = true, a superuser (the test server's) gets SET LOCAL
+    wal_compression in every batch; a role without the privilege gets nothing (and no error); a
+    server compressing already needs nothing; without the option, nothing."""
     import uuid
 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -194,17 +195,18 @@ def test_batches_compress_their_wal_where_the_role_may_set_it(pg_dsn):
             adapter.close()
 
     methods = pg_rows(pg_dsn, "SELECT enumvals FROM pg_settings WHERE name = 'wal_compression'")[0][0]
-    assert settings(pg_dsn) == [f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"]
-    assert settings(pg_dsn, backfill_wal_compression=False) == []
+    on = {"backfill_wal_compression": True}
+    assert settings(pg_dsn, **on) == [f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"]
+    assert settings(pg_dsn) == []  # off unless asked for
     role = "nobody_" + uuid.uuid4().hex[:6]
     pg_rows(pg_dsn, f"CREATE ROLE {role} LOGIN")
     try:
-        assert settings(make_conninfo(pg_dsn, user=role)) == []
+        assert settings(make_conninfo(pg_dsn, user=role), **on) == []
         pg_rows(pg_dsn, f"GRANT SET ON PARAMETER wal_compression TO {role}")
-        assert settings(make_conninfo(pg_dsn, user=role)) != []
+        assert settings(make_conninfo(pg_dsn, user=role), **on) != []
         db = conninfo_to_dict(pg_dsn).get("dbname")
         pg_rows(pg_dsn, f"ALTER ROLE {role} IN DATABASE {db} SET wal_compression = pglz")
-        assert settings(make_conninfo(pg_dsn, user=role)) == []
+        assert settings(make_conninfo(pg_dsn, user=role), **on) == []
     finally:
         pg_rows(pg_dsn, f"REVOKE SET ON PARAMETER wal_compression FROM {role}")
         pg_rows(pg_dsn, f"DROP OWNED BY {role}")
