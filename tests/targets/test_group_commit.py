@@ -182,3 +182,25 @@ def test_groups_on_the_timescale_dev_server(tmp_path, timescale_dsn):
     assert _groups(timescale_dsn) == [[a, b], [c], [d, e]]
     code, out, err = proj.run("verify")
     assert code == 0, out + err
+
+
+def test_a_grouped_phase_rolls_back_on_its_own_and_applies_again(tmp_path, pg_dsn):
+    """Grouping changes nothing after the commit: each phase has its own events, so one of a group
+    can be rolled back (after the safety checks) and applied again."""
+    proj = _proj(tmp_path, pg_dsn)
+    a = _write(proj, 1, "CREATE TABLE a (id int PRIMARY KEY);\n\n-- Rollback:\nDROP TABLE a;")
+    b = _write(proj, 2, "CREATE TABLE b (id int);\n\n-- Rollback:\nDROP TABLE b;")
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn) == [[a, b]]
+    code, out, err = proj.run("rollback", "--migration-id", b, "--backup-ref", "none: empty table")
+    assert code == 0, out + err
+    assert pg_rows(pg_dsn, "SELECT to_regclass('b') IS NULL, to_regclass('a') IS NOT NULL") == [(True, True)]
+    assert b in proj.json("status")["targets"][0]["pending"]
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert pg_rows(pg_dsn, "SELECT to_regclass('b') IS NOT NULL") == [(True,)]
+    log = proj.statements("main")
+    assert [s["type"] for s in events(log, b)] == ["apply_started", "apply_succeeded", "rollback_started",
+                                                   "rollback_succeeded", "apply_started", "apply_succeeded"]
+    assert proj.run("verify")[0] == 0
