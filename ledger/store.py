@@ -520,7 +520,9 @@ def _stage(origin: str, frontier, rows: list, nodes: list, seq: int, leaf: bytes
 
 def _init_worker(seed: bytes, comment: str) -> None:
     from ledger.keys import Signer
+    from ledger.workers import worker_signals
 
+    worker_signals()
     _worker["signer"] = Signer.from_seed(seed, comment)
 
 

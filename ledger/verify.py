@@ -174,12 +174,12 @@ def scan_leaves(origin: str, leaves: Sequence[bytes], trust: Trust, processes: i
     """
     if processes <= 1 or len(leaves) < 4000:
         return _scan(origin, 0, leaves, trust)
-    from ledger.workers import context
+    from ledger.workers import context, worker_signals
 
     chunk = -(-len(leaves) // (processes * 4))
     bounds = [(i, min(i + chunk, len(leaves))) for i in range(0, len(leaves), chunk)]
     jobs = [(origin, first, list(leaves[first:last]), trust) for first, last in bounds]
-    with context().Pool(processes) as pool:
+    with context().Pool(processes, initializer=worker_signals) as pool:
         parts = pool.map(_scan_job, jobs)
     rows: list = []
     findings: list[Finding] = []

@@ -193,6 +193,9 @@ def _parse_worker(cfg, reader, writer) -> None:
     import queue
     import threading
 
+    from ledger.workers import worker_signals
+
+    worker_signals()
     reader.close()  # so that the pipe breaks (and this worker ends) if the engine's process dies
     # A thread writes to the pipe, so parsing goes on while the engine is not reading yet
     # (a pipe holds 64 KB; one part is about 60 KB).

@@ -203,10 +203,10 @@ class Prefetch:
         if self.pool is None:
             from concurrent.futures import ProcessPoolExecutor
 
-            from ledger.workers import context
+            from ledger.workers import context, worker_signals
 
             _OPEN[self.objects.path] = self.objects  # a forked worker reads through a copy of it
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=context())
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context(), initializer=worker_signals)
 
     def _send(self) -> None:
         """Submit every chunk not sent yet to the pool (started on first use)."""
