@@ -184,6 +184,12 @@ def _named_relations(fields: dict) -> list | None:
     return out
 
 
+def _new(own: tuple, fields: dict) -> tuple:
+    """What a CREATE makes new: nothing when it says ``IF NOT EXISTS`` (the relation may exist, and be
+    in use), else the relation."""
+    return () if fields.get("if_not_exists") else (own,)
+
+
 def lock_summary(kind: str, fields: dict):
     """``(creates, names)`` of a statement (pglast JSON node type and fields) that takes no lock a
     concurrent session could wait for, provided the relations in ``names`` are new ones (created
@@ -194,7 +200,8 @@ def lock_summary(kind: str, fields: dict):
     template's ``SET lock_timeout``) is one too. Anything that names another relation
     (a foreign key, ``LIKE``, ``INHERITS``, ``PARTITION OF``, a ``regclass``) lists it in
     ``names``, so the statement counts as lock-free only when that relation is new too.
-    Relations are ``(schema or None, name)`` as written. ``registry.apply.group`` uses this.
+    Relations are ``(schema or None, name)`` as written; a ``CREATE … IF NOT EXISTS`` creates
+    nothing here (the relation may exist already, and be in use). ``registry.apply.group`` uses this.
     """
     if kind == "VariableSetStmt":
         return ((), ()) if fields.get("name") in _HARMLESS_SETTINGS else False
@@ -205,11 +212,11 @@ def lock_summary(kind: str, fields: dict):
             return False
         own = _relation(fields["relation"])
         names = _named_relations(fields)
-        return False if names is None else ((own,), tuple(n for n in names if n != own))
+        return False if names is None else (_new(own, fields), tuple(n for n in names if n != own))
     if kind == "CreateSeqStmt":
         own = _relation(fields["sequence"])
         names = _named_relations(fields)
-        return False if names is None else ((own,), tuple(n for n in names if n != own))
+        return False if names is None else (_new(own, fields), tuple(n for n in names if n != own))
     if kind == "CreateSchemaStmt":
         return False if fields.get("schemaElts") else ((), ())
     if kind == "IndexStmt" and fields.get("concurrent"):

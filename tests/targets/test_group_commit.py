@@ -204,3 +204,17 @@ def test_a_grouped_phase_rolls_back_on_its_own_and_applies_again(tmp_path, pg_ds
     assert [s["type"] for s in events(log, b)] == ["apply_started", "apply_succeeded", "rollback_started",
                                                    "rollback_succeeded", "apply_started", "apply_succeeded"]
     assert proj.run("verify")[0] == 0
+
+
+def test_create_if_not_exists_does_not_make_a_table_in_use_new(tmp_path, pg_dsn):
+    """`CREATE TABLE IF NOT EXISTS t` when t exists (in use) is a no-op: an index on t after it must
+    not be held in a long transaction, so it ends the group."""
+    proj = _proj(tmp_path, pg_dsn)
+    pg_rows(pg_dsn, "CREATE TABLE users (id int PRIMARY KEY, email text)")
+    a = _write(proj, 1, "CREATE TABLE IF NOT EXISTS users (id int PRIMARY KEY, email text);")
+    b = _write(proj, 2, "CREATE INDEX users_email ON users (email);")
+    c = _write(proj, 3, "CREATE TABLE IF NOT EXISTS audit (id int);")
+    d = _write(proj, 4, "CREATE TABLE notes (id int);")
+    code, out, err = proj.run("apply")
+    assert code == 0, out + err
+    assert _groups(pg_dsn) == [[a], [b], [c, d]]

@@ -29,6 +29,8 @@ def summary(text: str):
     ("COMMENT ON COLUMN a.c IS 'x'", ((), (A,))),
     ("CREATE SEQUENCE q OWNED BY a.id", (((None, "q"),), (A,))),
     ("CREATE SEQUENCE q", (((None, "q"),), ())),
+    ("CREATE TABLE IF NOT EXISTS a (id int)", ((), ())),          # a may exist already, and be in use
+    ("CREATE SEQUENCE IF NOT EXISTS q", ((), ())),
     ("CREATE TYPE mood AS ENUM ('ok')", ((), ())),
     ("CREATE SCHEMA s", ((), ())),
     ("SET lock_timeout = '5s'", ((), ())),
