@@ -41,6 +41,11 @@ def _calls_timescale_ddl(node: Any) -> bool:
     return False
 
 
+# node types classed by their type alone (session settings: None)
+_BY_KIND = {**{k: "data" for k in _SQL_DATA}, **{k: "security" for k in _SQL_SECURITY},
+            **{k: "perf" for k in _SQL_PERF}, **{k: None for k in _SQL_NEUTRAL}}
+
+
 def classify_sql_node(node: Any) -> str | None:
     """The class of one SQL statement (None for session settings such as SET lock_timeout).
 
@@ -54,14 +59,8 @@ def classify_sql_node(node: Any) -> str | None:
             return classify_sql_json(node.kind, node.fields)
         node = node.node if node.kind in ("DropStmt", "AlterTableStmt", "SelectStmt") else node.kind
     kind = node if isinstance(node, str) else type(node).__name__
-    if kind in _SQL_NEUTRAL:
-        return None
-    if kind in _SQL_PERF:
-        return "perf"
-    if kind in _SQL_SECURITY:
-        return "security"
-    if kind in _SQL_DATA:
-        return "data"
+    if kind in _BY_KIND:
+        return _BY_KIND[kind]
     if kind == "DropStmt":
         removed = getattr(node.removeType, "name", "")
         if removed == "OBJECT_INDEX":
@@ -84,14 +83,8 @@ def classify_sql_node(node: Any) -> str | None:
 def classify_sql_json(kind: str, f: dict) -> str | None:
     """:func:`classify_sql_node` read from a statement's JSON fields (``parse_sql_json``), as
     ``registry.parse.sql.split`` keeps them: the same answers, without building pglast's tree."""
-    if kind in _SQL_NEUTRAL:
-        return None
-    if kind in _SQL_PERF:
-        return "perf"
-    if kind in _SQL_SECURITY:
-        return "security"
-    if kind in _SQL_DATA:
-        return "data"
+    if kind in _BY_KIND:
+        return _BY_KIND[kind]
     if kind == "DropStmt":
         removed = f.get("removeType", "")
         if removed == "OBJECT_INDEX":
