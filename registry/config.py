@@ -64,6 +64,17 @@ class Target:
     def is_dev(self) -> bool:
         return self.url == DEV_URL
 
+    def flag(self, name: str, default: bool) -> bool:
+        """The boolean option ``name`` of ``[targets.<name>.options]`` (a TOML boolean, or a word
+        such as ``"false"``/``"on"``); ``default`` when it is absent or not a yes/no word."""
+        from registry.parse.fields import _FALSE, _TRUE
+
+        value = self.options.get(name, default)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        return True if text in _TRUE else False if text in _FALSE else default
+
     @property
     def safe_url(self) -> str:
         return redact_url(self.url)

@@ -31,7 +31,6 @@ the failing phase fails on its own and is ledgered exactly as without grouping.
 
 from __future__ import annotations
 
-import json
 import time
 
 from registry.apply.progress import Progress
@@ -45,13 +44,13 @@ def step_locks(step):
     text when the parser did not record it (a step from an older parse cache)."""
     if step.locks is not None:
         return step.locks
-    from pglast.parser import ParseError, parse_sql_json
+    from pglast.parser import ParseError
 
-    from registry.parse.sql import for_parser, lock_summary
+    from registry.parse.sql import lock_summary, parse_json
 
     try:
-        stmts = json.loads(parse_sql_json(for_parser(step.content)))["stmts"]
-    except (ParseError, ValueError, KeyError):
+        stmts = parse_json(step.content)
+    except (ParseError, ValueError):
         return False
     out = []
     for rs in stmts:
@@ -82,10 +81,7 @@ def enabled(adapter) -> bool:
     """Whether ``adapter``'s target groups phases (PostgreSQL and TimescaleDB, unless turned off)."""
     if getattr(adapter, "kind", "") not in ("postgresql", "timescale"):
         return False
-    value = adapter.target.options.get("group_commit", True)
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "no", "off", "0")
-    return bool(value)
+    return adapter.target.flag("group_commit", True)
 
 
 def _timeouts(entry) -> tuple:

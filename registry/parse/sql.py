@@ -152,7 +152,8 @@ def _relation(rv: dict) -> tuple:
 
 
 def _strings_of(items: list) -> list:
-    return [n.get("String", {}).get("sval") for n in items]
+    """The ``String`` values of a JSON name list (None for an item that is not a string)."""
+    return [_json_sval(n) or None for n in items]
 
 
 def _named_relations(fields: dict) -> list | None:
@@ -174,8 +175,7 @@ def _named_relations(fields: dict) -> list | None:
             for k, v in item.items():
                 if k == "TypeCast" and "regclass" in _strings_of(v.get("typeName", {}).get("names", [])):
                     return None
-                if k == "FuncCall" and _strings_of(v.get("funcname", []))[-1:] and \
-                        _strings_of(v["funcname"])[-1] in _SEQUENCE_FUNCS:
+                if k == "FuncCall" and (_strings_of(v.get("funcname", [])) or [None])[-1] in _SEQUENCE_FUNCS:
                     return None
                 if type(v) is dict or type(v) is list:
                     stack.append(v)

@@ -763,14 +763,13 @@ class PostgresAdapter:
     def backfill_settings(self) -> list[str]:
         """``SET LOCAL`` statements for a backfill batch's transaction: with the target option
         ``backfill_wal_compression = true``, ``wal_compression`` (lz4 where the server has it, else
-        pglz) when the server does not compress its WAL already and this role may set it (a superuser, or ``GRANT SET ON PARAMETER wal_compression`` on PostgreSQL
-        15+). A batch rewrites whole pages, and the first change of a page after a checkpoint logs
+        pglz) when the server does not compress its WAL already and this role may set it (a
+        superuser, or ``GRANT SET ON PARAMETER wal_compression`` on PostgreSQL 15+). A batch rewrites whole pages, and the first change of a page after a checkpoint logs
         the page whole; compressed, the batch writes less WAL that the application's commits must
         flush behind it. Read once per adapter; an error or no privilege gives none."""
         if self._backfill_settings is None:
             self._backfill_settings = []
-            if str(self.target.options.get("backfill_wal_compression", False)).strip().lower() not in (
-                    "true", "yes", "on", "1"):
+            if not self.target.flag("backfill_wal_compression", False):
                 return self._backfill_settings
             try:
                 with self.conn.transaction():
