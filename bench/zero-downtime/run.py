@@ -78,7 +78,7 @@ class Load:
         self.lock = threading.Lock()
         self.window = "warmup"
         self.samples: dict[str, list[float]] = {}
-        self.slow: dict[str, list[tuple[float, str, float]]] = {}  # window -> (time, kind, ms) of slow ops
+        self.ops: dict[str, list[tuple[float, str, float]]] = {}  # window -> (time, kind, ms) of every op
         self.slow_ms = 10.0
         self.errors: dict[str, list[str]] = {}
         self.next_id = rows
@@ -124,8 +124,7 @@ class Load:
                 ms = (time.perf_counter() - t0) * 1000
                 with self.lock:
                     self.samples.setdefault(window, []).append(ms)
-                    if ms >= self.slow_ms:
-                        self.slow.setdefault(window, []).append((time.time(), kind, ms))
+                    self.ops.setdefault(window, []).append((time.time(), kind, ms))
             except psycopg.Error as exc:
                 with self.lock:
                     self.errors.setdefault(window, []).append(str(exc).strip()[:200])
@@ -138,6 +137,10 @@ class Load:
                 due = time.perf_counter()
         conn.close()
 
+    def slow(self, name: str, ms: float) -> list[tuple[float, str, float]]:
+        """The operations of window ``name`` that took ``ms`` or longer: (time, kind, ms)."""
+        return [op for op in self.ops.get(name, []) if op[2] >= ms]
+
     def stats(self, name: str) -> dict:
         xs = sorted(self.samples.get(name, []))
         errs = self.errors.get(name, [])
@@ -147,7 +150,7 @@ class Load:
         def pct(p: float) -> float:
             return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2)
 
-        slow = self.slow.get(name, [])
+        slow = self.slow(name, self.slow_ms)
         return {"ops": len(xs), "errors": len(errs), "error_samples": errs[:3],
                 "slow_ops": {k: sum(1 for _, kind, _ in slow if kind == k) for k in ("read", "update", "insert")},
                 "p50_ms": pct(0.50),
@@ -195,24 +198,33 @@ def run_mreg(dsn: str, work: Path, args) -> tuple[float, list[dict], list[dict]]
     return secs, log, [r for r in records if r["event"] == "batch_done"]
 
 
-def slow_by_phase(log: list[dict], slow: list[tuple[float, str, float]]) -> dict:
-    """How many slow load operations fell in each phase of the migration (or between phases)."""
+def phase_spans(log: list[dict]) -> dict[str, list]:
+    """Each phase's [start, end] (epoch seconds) from its ledgered apply_started and apply_succeeded."""
     import datetime as dt
 
     def at(s: dict) -> float:
         return dt.datetime.fromisoformat(s["time"].replace("Z", "+00:00")).timestamp()
 
-    spans = {}
+    spans: dict[str, list] = {}
     for s in log:
         phase = s["details"].get("phase")
         if s["type"] == "apply_started" and phase:
             spans[phase] = [at(s), None]
         elif s["type"] == "apply_succeeded" and phase in spans:
             spans[phase][1] = at(s)
-    out = {p: 0 for p in (*spans, "between")}
+    return spans
+
+
+def slow_by_phase(log: list[dict], slow: list[tuple[float, str, float]]) -> dict:
+    """How many of the load operations ``slow`` fell in each phase of the migration, between two phases,
+    before the first (mreg starting, registering, taking its lock) or after the last (mreg finishing)."""
+    spans = phase_spans(log)
+    first = min((a for a, _ in spans.values()), default=0)
+    last = max((b or a for a, b in spans.values()), default=0)
+    out = {p: 0 for p in ("before", *spans, "between", "after")}
     for t, _, _ in slow:
-        phase = next((p for p, (a, b) in spans.items() if a <= t <= (b or a)), "between")
-        out[phase] += 1
+        phase = next((p for p, (a, b) in spans.items() if a <= t <= (b or a)), None)
+        out[phase or ("before" if t < first else "after" if t > last else "between")] += 1
     return out
 
 
@@ -274,7 +286,14 @@ def one_round(dsn: str, work: Path, args) -> dict:
     backfill_ms = phase_ms("migrate") or 1
     retries = [s["details"].get("attempt", 1) for s in log if s["type"] == "apply_started"]
     base, during = load.stats("baseline"), load.stats("migration")
-    during["slow_ops_by_phase"] = slow_by_phase(log, load.slow.get("migration", []))
+    during["slow_ops_by_phase"] = slow_by_phase(log, load.slow("migration", load.slow_ms))
+    if base.get("p99_ms"):  # where the operations over the p99 goal (2x the baseline p99) fell
+        over = load.slow("migration", 2 * base["p99_ms"])
+        during["over_goal_by_phase"] = slow_by_phase(log, over)
+        t0 = load.ops["migration"][0][0] if load.ops.get("migration") else 0
+        during["over_goal_ops"] = [[round(t - t0, 3), kind, round(ms, 2)] for t, kind, ms in over[:60]]
+        during["phase_spans_s"] = {p: [round(a - t0, 3), round((b or a) - t0, 3)]
+                                   for p, (a, b) in phase_spans(log).items()}
     backfill_rps = backfill_rows / (backfill_ms / 1000)
     plain_rps = plain_rows / plain_s
     return {
@@ -313,8 +332,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="independent rounds (each builds its tables anew)")
     ap.add_argument("--batch", type=int, default=5_000, help="Batch-Size: most keys in one batch")
     ap.add_argument("--pause", type=int, default=0, help="Pause-Between-Batches (ms)")
-    ap.add_argument("--max-batch-ms", type=int, default=5, help="Max-Batch-Ms (0: every batch is --batch keys)")
-    ap.add_argument("--duty", type=int, default=75, help="Duty-Cycle: percent of the backfill's time in batches")
+    ap.add_argument("--max-batch-ms", type=int, default=1, help="Max-Batch-Ms (0: every batch is --batch keys)")
+    ap.add_argument("--duty", type=int, default=100, help="Duty-Cycle: percent of the backfill's time in batches")
     ap.add_argument("--checkpoint-interval", type=int, default=1000, help="Checkpoint-Interval (ms)")
     ap.add_argument("--wal-compression", action="store_true",
                     help="options.backfill_wal_compression = true (batches compress their own WAL)")

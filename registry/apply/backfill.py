@@ -80,10 +80,15 @@ class Pace:
         self.cap = max(1, int(self.cap))
         self.size = min(self.cap, FIRST_BATCH) if self.max_batch_ms > 0 else self.cap
 
-    def after(self, keys: int, seconds: float) -> float:
-        """Account one batch of ``keys`` keys that took ``seconds``; return the pause (s) before the next."""
+    def after(self, keys: int, seconds: float, work: float | None = None) -> float:
+        """Account one batch of ``keys`` keys that took ``seconds`` (its transaction, start to commit),
+        ``work`` of them in the batch's statement; return the pause (s) before the next.
+
+        The size follows the statement's time (what a concurrent writer of the same rows waits for
+        and what fills the WAL); the fixed cost of a transaction (its round trips, the commit's
+        flush) does not shrink the batches, however small ``max_batch_ms`` is."""
         if self.max_batch_ms > 0 and keys > 0:
-            fits = keys * (self.max_batch_ms / 1000) / max(seconds, 1e-4)
+            fits = keys * (self.max_batch_ms / 1000) / max(seconds if work is None else work, 1e-4)
             self.size = int(max(1, min(self.cap, 2 * self.size, fits)))
         pause = self.pause_ms / 1000
         if self.duty_cycle < 100:
@@ -138,12 +143,20 @@ class _Rows:
         """Insert or replace the row."""
         session.execute(self._step(_UPSERT), params={**self.key, "anchor": anchor, "next": next_key, "rows": rows})
 
-    def advance(self, session, anchor: str, next_key: int, rows: int) -> None:
-        """Move the row on (it exists: ``write`` made it before the first batch); cheaper than an upsert."""
-        session.execute(self._step(_ADVANCE), params={**self.key, "anchor": anchor, "next": next_key, "rows": rows})
-
     def delete(self, session) -> None:
         session.execute(self._step(_DELETE), params=self.key)
+
+    def advance_sql(self, session, anchor: str, next_key: int, rows: int) -> str:
+        """The statement that moves the row on (it exists: ``write`` made it before the first batch;
+        cheaper than an upsert), without parameters (values as literals) for ``commit(last=)``: the
+        row moves on in the commit's round trip."""
+        return self._inline(session, _ADVANCE, {"anchor": anchor, "next": int(next_key), "rows": int(rows)})
+
+    def delete_sql(self, session) -> str:
+        return self._inline(session, _DELETE, {})
+
+    def _inline(self, session, sql: str, values: dict) -> str:
+        return sql.format(s=self.schema) % {k: session.literal(v) for k, v in {**self.key, **values}.items()}
 
 
 def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
@@ -210,15 +223,13 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                     if extra:
                         s.hold(extra)
                     count = s.run_batch(bf.update, a, b, path=m.path)
+                    work = time.monotonic() - t0
                     done = rows + max(count, 0)
                     new_anchor = anchor
                     if ledger:
                         new_anchor = log.stage(s, "batch_checkpoint", m, position(b, done), refs=[sid])
-                    if b > hi:
-                        progress.delete(s)
-                    else:
-                        progress.advance(s, new_anchor, b, done)
-                    s.commit()
+                    # the progress row moves with the COMMIT, in its round trip
+                    s.commit(last=progress.delete_sql(s) if b > hi else progress.advance_sql(s, new_anchor, b, done))
                 if ledger:
                     log.committed()
                     last_ledgered = t0
@@ -237,7 +248,7 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
         yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, b - first,
                        hi + 1 - first, message=f"keys [{a}, {b}) — {rows} rows",
                        data={"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1)})
-        pause = pace.after(b - a, spent)
+        pause = pace.after(b - a, spent, work)
         a = b
         if pause and a <= hi:
             time.sleep(pause)

@@ -13,7 +13,8 @@ Each record is a past-tense fact (or a notice) with stable field meanings:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -29,4 +30,11 @@ class Progress:
     data: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}
+        """The fields that are set (``data`` copied deep, as ``dataclasses.asdict`` would)."""
+        out = {k: v for k, v in ((f, getattr(self, f)) for f in _FIELDS) if v not in (None, "")}
+        if self.data:
+            out["data"] = deepcopy(self.data)
+        return out
+
+
+_FIELDS = ("event", "target", "migration", "phase", "tenant", "done", "total", "message")

@@ -59,6 +59,7 @@ from registry.targets.sqlcommon import (
     UnknownTenant,
     RAW_MIRROR_FORMATS,
     bind_range,
+    inline_range,
     check_result,
     db_error,
     insert_mirror_sql,
@@ -74,6 +75,10 @@ _COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
 FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR (psycopg is imported lazily)
 SHADOW_PREFIX = "mreg_shadow_"
 MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class PgSession:
@@ -179,9 +184,17 @@ class PgSession:
 
     def run_batch(self, update: str, lo: object, hi: object, *, path: str | None = None,
                   line: int = 0) -> int:
-        """Run a backfill ``update`` for the key range ``[lo, hi)``; ``:lo``/``:hi`` are bound, not formatted."""
-        step = Step(content=bind_range(update), name=f"batch [{lo}, {hi})", line=line)
-        return self.execute(step, path=path, params={"lo": lo, "hi": hi})
+        """Run a backfill ``update`` for the key range ``[lo, hi)``; return its row count.
+
+        Integer bounds are written into the statement (``inline_range``), so the batch goes with the
+        transaction's held ``BEGIN``/``SET LOCAL`` in one round trip; other bounds are bound as
+        parameters, never formatted.
+        """
+        name = f"batch [{lo}, {hi})"
+        if _is_int(lo) and _is_int(hi):
+            return self.execute(Step(content=inline_range(update, lo, hi), name=name, line=line), path=path)
+        return self.execute(Step(content=bind_range(update), name=name, line=line), path=path,
+                            params={"lo": lo, "hi": hi})
 
     def hold(self, statements: list[str]) -> None:
         """``SET LOCAL`` statements for this transaction, sent with its first statement."""
@@ -252,18 +265,33 @@ class PgSession:
         self.pipe.push()
 
     @server_errors("committing")
-    def commit(self) -> None:
+    def commit(self, last: str | None = None) -> None:
+        """``COMMIT``; ``last`` (one statement without parameters, e.g. a backfill's progress row)
+        runs just before it in the same round trip."""
         if not self.transactional or self.done:
             return
         if self.pipe is not None:  # the rows in flight, then COMMIT: their results in one round trip
+            if last:
+                self.pipe.send(last)
             self.pipe.send("COMMIT")
             self._finish_pipe()
-        elif self.setup is not None and not self.rows:  # nothing was sent: nothing to commit
+        elif self.setup is not None and not self.rows and not last:  # nothing was sent: nothing to commit
             self.setup = None
+        elif last and not self.rows:
+            text = last + ";\nCOMMIT"
+            if self.setup is not None:
+                text, self.setup = "; ".join(self.setup) + ";\n" + text, None
+            self.adapter.run_simple(self.conn, text)
         else:
             self._send_held()
-            self.adapter.run_simple(self.conn, "COMMIT")
+            self.adapter.run_simple(self.conn, f"{last};\nCOMMIT" if last else "COMMIT")
         self.done = True
+
+    def literal(self, value: object) -> str:
+        """``value`` as an SQL literal for this connection (for statements sent without parameters)."""
+        from psycopg import sql
+
+        return sql.Literal(value).as_string(self.conn)
 
     @server_errors("rolling back")
     def rollback(self) -> None:

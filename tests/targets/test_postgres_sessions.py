@@ -20,6 +20,7 @@ from registry.targets.sqlcommon import (
     UnknownTenant,
     batches,
     bind_range,
+    inline_range,
 )
 
 
@@ -175,9 +176,59 @@ def test_backfill_by_key_range_binds_parameters(pg):
     assert pg.backfill_range("empty", "id") is None
 
 
+def test_integer_batch_travels_with_its_begin_in_one_round_trip(pg):
+    """An integer key range is written into the statement, so BEGIN, the SET LOCALs and the batch go
+    in one simple query; ``commit(last=)`` sends the progress statement with the COMMIT."""
+    pg.conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, v int)")
+    pg.conn.execute("CREATE TABLE progress (k int PRIMARY KEY, next_key bigint)")
+    pg.conn.execute("INSERT INTO t SELECT g, 0 FROM generate_series(-5, 20) g")
+    pg.conn.execute("INSERT INTO progress VALUES (1, -5)")
+    sent: list[str] = []
+    real = pg.run_simple
+
+    def spy(conn, text, meanwhile=None):
+        sent.append(text)
+        return real(conn, text, meanwhile)
+
+    pg.run_simple = spy
+    with pg.session(transactional=True, lock_timeout_ms=1500) as s:
+        assert s.run_batch("UPDATE t SET v = v + 1 WHERE id >= :lo AND id-:lo >= 0 AND id < :hi", -5, 10) == 15
+        s.commit(last="UPDATE progress SET next_key = 10 WHERE k = 1")
+    assert len(sent) == 2
+    assert sent[0].startswith("BEGIN; SET LOCAL lock_timeout") and "id >= (-5) AND id-(-5) >= 0 AND id < 10" in sent[0]
+    assert sent[1] == "UPDATE progress SET next_key = 10 WHERE k = 1;\nCOMMIT"
+    pg.run_simple = real
+    assert pg.conn.execute("SELECT sum(v), min(id) FILTER (WHERE v = 1) FROM t").fetchone() == (15, -5)
+    assert pg.conn.execute("SELECT next_key FROM progress").fetchone()[0] == 10
+
+
+def test_commit_last_statement_in_every_path_and_a_refused_one_commits_nothing(pg):
+    pg.conn.execute("CREATE TABLE c (k int PRIMARY KEY)")
+    # nothing sent yet: BEGIN, the statement and COMMIT together
+    with pg.session(transactional=True) as s:
+        s.commit(last="INSERT INTO c VALUES (1)")
+    # after a statement
+    with pg.session(transactional=True) as s:
+        s.execute(sql("INSERT INTO c VALUES (2)"))
+        s.commit(last="INSERT INTO c VALUES (3)")
+    assert [r[0] for r in pg.conn.execute("SELECT k FROM c ORDER BY k")] == [1, 2, 3]
+    # a refused last statement: nothing of the transaction stays, the session is usable after
+    with pytest.raises(Exception, match="duplicate key|c_pkey"):
+        with pg.session(transactional=True) as s:
+            s.execute(sql("INSERT INTO c VALUES (4)"))
+            s.commit(last="INSERT INTO c VALUES (1)")
+    assert [r[0] for r in pg.conn.execute("SELECT k FROM c ORDER BY k")] == [1, 2, 3]
+    with pg.session(transactional=True) as s:
+        assert s.literal("it's") == "'it''s'"
+        s.commit(last=f"INSERT INTO c SELECT length({s.literal('four')})")
+    assert [r[0] for r in pg.conn.execute("SELECT k FROM c ORDER BY k")] == [1, 2, 3, 4]
+
+
 def test_bind_range_leaves_casts_and_literals_alone():
     text = "UPDATE t SET a = b::int WHERE k >= :lo AND k < :hi AND c LIKE 'x%'"
     assert bind_range(text) == "UPDATE t SET a = b::int WHERE k >= %(lo)s AND k < %(hi)s AND c LIKE 'x%%'"
+    assert inline_range(text, -3, 7) == "UPDATE t SET a = b::int WHERE k >= (-3) AND k < 7 AND c LIKE 'x%'"
+    assert inline_range("SELECT :lo::bigint, x::lo, :hi", 1, 2) == "SELECT 1::bigint, x::lo, 2"
     assert list(batches(0, 9, 4, start=4)) == [(4, 8), (8, 10)]
     assert list(batches(5, 4, 10)) == []
     from registry.targets.sqlcommon import BackfillKeyError

@@ -27,6 +27,19 @@ def test_adaptive_size_starts_small_at_most_doubles_and_shrinks_to_fit():
     assert pace.size == 300  # never above Batch-Size
 
 
+def test_size_follows_the_statements_time_not_the_transactions():
+    """A transaction's fixed cost (round trips, the commit's flush) does not shrink the batches: with
+    a 1 ms bound, 0.8 ms of statement in a 1.6 ms transaction still lets the batch grow."""
+    pace = Pace(cap=5000, max_batch_ms=1)
+    pace.after(100, 0.0016, work=0.0008)
+    assert pace.size == 125  # 100 keys * 1 ms / 0.8 ms
+    pace = Pace(cap=5000, max_batch_ms=1)
+    pace.after(100, 0.0016)  # without the statement's own time: the whole transaction counts
+    assert pace.size == 62
+    # the duty cycle still paces by the whole transaction
+    assert abs(Pace(cap=10, duty_cycle=50).after(10, 0.02, work=0.01) - 0.02) < 1e-9
+
+
 def test_duty_cycle_and_fixed_pause():
     assert Pace(cap=10, duty_cycle=50).after(10, 0.02) == 0.02
     assert abs(Pace(cap=10, duty_cycle=80).after(10, 0.04) - 0.01) < 1e-9
