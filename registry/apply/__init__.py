@@ -141,6 +141,9 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
                     idx += n
                     continue
             yield from run_entry(log, adapter, entry)
+            for note in getattr(adapter, "take_notices", list)():  # e.g. an autovacuum it cancelled
+                yield Progress("warning", entry.target, entry.migration.id, entry.phase, entry.tenant,
+                               message=f"{entry.migration.id} {entry.phase}: {note}")
             singles = max(0, singles - 1)
             idx += 1
         yield Progress("finished", total=len(runnable), message="done")

@@ -74,6 +74,8 @@ LOCK_POLL_S = 0.2
 _COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
 FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR (psycopg is imported lazily)
 SHADOW_PREFIX = "mreg_shadow_"
+AUTOVACUUM_GRACE_S = 0.05  # a statement waiting this long is checked for an autovacuum in its way
+AUTOVACUUM_POLL_S = 0.2  # and again this often while it waits
 MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
 
 
@@ -325,6 +327,8 @@ class PostgresAdapter:
         self.connect_timeout = int(target.options.get("connect_timeout", 10))
         self._conn = None
         self._lock_conn = None
+        self.notices: list[str] = []
+        self.cancel_autovacuum = target.flag("cancel_blocking_autovacuum", True)
         self._lock: LockHandle | None = None
         self._mirror_ready = False
         self._in_session = False
@@ -640,13 +644,17 @@ class PostgresAdapter:
         """
         pg = conn.pgconn
         data = text.encode(conn.info.encoding)
-        if meanwhile is None:
+        watch = self._autovacuum_watch(conn)
+        if meanwhile is None and watch is None:
             return check_result(conn, pg.exec_(data))
         pg.send_query(data)
         while pg.flush():  # non-blocking connection: wait until the query is on its way
             select.select([], [pg.socket], [], 1.0)
         try:
-            meanwhile()
+            if meanwhile is not None:
+                meanwhile()
+            if watch is not None:
+                self._wait_watching(pg, watch)
         finally:
             last = error = None
             while (res := pg.get_result()) is not None:
@@ -656,6 +664,67 @@ class PostgresAdapter:
         if last is None:
             raise self.psycopg.OperationalError(pg.get_error_message(conn.info.encoding) or "no result")
         return check_result(conn, error or last)
+
+    # -- autovacuum in the way ------------------------------------------------
+    def _autovacuum_watch(self, conn):
+        """The connection to look from when a statement on ``conn`` waits for a lock: the lock's own
+        connection (idle between its checks), when there is one and the option allows; else None."""
+        if not self.cancel_autovacuum or self.shared_lock_connection or conn is not self._conn:
+            return None
+        lc = self._lock_conn
+        return None if lc is None or lc.closed or lc.broken else lc
+
+    def _wait_watching(self, pg, watch) -> None:
+        """Wait for the statement in flight; after ``AUTOVACUUM_GRACE_S`` of waiting, and then every
+        ``AUTOVACUUM_POLL_S``, ask who blocks it and cancel an autovacuum that alone does.
+
+        A statement that wants a strong lock (``ALTER TABLE``) behind an autovacuum of the table
+        waits, and every session that wants the table after it queues behind it: PostgreSQL itself
+        cancels such an autovacuum, but only after ``deadlock_timeout`` (1 s by default), a second
+        in which the application's queries on the table wait. Not an autovacuum that prevents
+        transaction-id wraparound (PostgreSQL does not cancel those either), and nothing when any other
+        session blocks too. Cancelling needs a superuser (or, on PostgreSQL 18, the role
+        ``pg_signal_autovacuum_worker``); without it PostgreSQL's own cancellation remains.
+        """
+        waited, pid = 0.0, None
+        step = AUTOVACUUM_GRACE_S
+        while pg.is_busy():
+            ready, _, _ = select.select([pg.socket], [], [], step)
+            if ready:
+                pg.consume_input()
+                continue
+            waited += step
+            step = AUTOVACUUM_POLL_S
+            if pid is None:
+                pid = pg.backend_pid
+            if not self._cancel_blocking_autovacuum(watch, pid):
+                return  # cannot cancel (no privilege, the lock connection failed): just wait
+
+    def _cancel_blocking_autovacuum(self, watch, pid: int) -> bool:
+        """Cancel the autovacuum workers that alone block backend ``pid``; False when this role may not
+        (then the engine stops asking)."""
+        try:
+            rows = watch.execute(
+                "SELECT a.pid, a.backend_type, a.query FROM pg_stat_activity a "
+                "WHERE a.pid = ANY(pg_blocking_pids(%s))", (pid,)).fetchall()
+            if not rows or any(bt != "autovacuum worker" or "wraparound" in (q or "") for _, bt, q in rows):
+                return True
+            for av_pid, _, query in rows:
+                if watch.execute("SELECT pg_cancel_backend(%s)", (av_pid,)).fetchone()[0]:
+                    self.notices.append(f"cancelled {query.strip() or 'an autovacuum'} (pid {av_pid}): it "
+                                        f"held up a statement of the migration, and every query queued "
+                                        f"behind that")
+            return True
+        except self.psycopg.errors.InsufficientPrivilege:
+            self.cancel_autovacuum = False
+            return False
+        except self.psycopg.Error:
+            return False
+
+    def take_notices(self) -> list[str]:
+        """What the adapter did on its own since the last call (e.g. an autovacuum it cancelled)."""
+        out, self.notices = self.notices, []
+        return out
 
     @server_errors("appending to the mirror")
     def append_mirror(self, row: MirrorRow) -> None:
