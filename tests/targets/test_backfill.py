@@ -175,10 +175,11 @@ def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_
     assert proj.run("verify")[0] == 0
 
 
-def test_batches_compress_their_wal_when_asked_and_the_role_may_set_it(pg_dsn):
-    """With backfill_wal_compression = true, a superuser (the test server's) gets SET LOCAL
-    wal_compression in every batch; a role without the privilege gets nothing (and no error); a
-    server compressing already needs nothing; without the option, nothing."""
+def test_batch_settings_follow_the_options_and_the_roles_privileges(pg_dsn):
+    """A superuser (the test server's) gets SET LOCAL wal_init_zero = off in every batch unless
+    backfill_sparse_wal = false, and SET LOCAL wal_compression with backfill_wal_compression = true;
+    a role without the privilege gets nothing (and no error), one granted SET ON PARAMETER gets that
+    setting; a server compressing already needs no wal_compression."""
     import uuid
 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -195,19 +196,40 @@ def test_batches_compress_their_wal_when_asked_and_the_role_may_set_it(pg_dsn):
             adapter.close()
 
     methods = pg_rows(pg_dsn, "SELECT enumvals FROM pg_settings WHERE name = 'wal_compression'")[0][0]
+    compress = f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"
+    sparse = "SET LOCAL wal_init_zero = off"
     on = {"backfill_wal_compression": True}
-    assert settings(pg_dsn, **on) == [f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"]
-    assert settings(pg_dsn) == []  # off unless asked for
+    assert settings(pg_dsn) == [sparse]
+    assert settings(pg_dsn, **on) == [sparse, compress]
+    assert settings(pg_dsn, backfill_sparse_wal=False) == []
+    assert settings(pg_dsn, backfill_sparse_wal="off", **on) == [compress]
     role = "nobody_" + uuid.uuid4().hex[:6]
     pg_rows(pg_dsn, f"CREATE ROLE {role} LOGIN")
     try:
         assert settings(make_conninfo(pg_dsn, user=role), **on) == []
         pg_rows(pg_dsn, f"GRANT SET ON PARAMETER wal_compression TO {role}")
-        assert settings(make_conninfo(pg_dsn, user=role), **on) != []
+        assert settings(make_conninfo(pg_dsn, user=role), **on) == [compress]
+        pg_rows(pg_dsn, f"GRANT SET ON PARAMETER wal_init_zero TO {role}")
+        assert settings(make_conninfo(pg_dsn, user=role)) == [sparse]
         db = conninfo_to_dict(pg_dsn).get("dbname")
         pg_rows(pg_dsn, f"ALTER ROLE {role} IN DATABASE {db} SET wal_compression = pglz")
-        assert settings(make_conninfo(pg_dsn, user=role), **on) == []
+        assert settings(make_conninfo(pg_dsn, user=role), **on) == [sparse]
     finally:
         pg_rows(pg_dsn, f"REVOKE SET ON PARAMETER wal_compression FROM {role}")
+        pg_rows(pg_dsn, f"REVOKE SET ON PARAMETER wal_init_zero FROM {role}")
         pg_rows(pg_dsn, f"DROP OWNED BY {role}")
         pg_rows(pg_dsn, f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_every_batch_runs_with_its_settings(tmp_path, pg_dsn, sparse):
+    """The batches' own transactions carry the settings: the UPDATE reads wal_init_zero itself."""
+    proj = _project(tmp_path, pg_dsn, 900, "-- Batch-Size: 100",
+                    update="v = CASE current_setting('wal_init_zero') WHEN 'off' THEN 1 ELSE 2 END")
+    if not sparse:
+        toml = proj.root / "mreg.toml"
+        toml.write_text(toml.read_text() + "\n[targets.main.options]\nbackfill_sparse_wal = false\n")
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    assert pg_rows(pg_dsn, "SELECT v, count(*) FROM items GROUP BY v") == [(1 if sparse else 2, 900)]
+    assert pg_rows(pg_dsn, "SHOW wal_init_zero") == [("on",)]  # the server's own setting untouched
