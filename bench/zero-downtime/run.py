@@ -180,7 +180,8 @@ def run_mreg(dsn: str, work: Path, args) -> tuple[float, list[dict], list[dict]]
         MIGRATION.format(lock_timeout=LOCK_TIMEOUT_MS, batch=args.batch, pause=args.pause,
                          max_batch_ms=args.max_batch_ms, duty=args.duty, checkpoint=args.checkpoint_interval))
     (root / "mreg.toml").write_text(f'[project]\nname = "zd"\n[targets.main]\ntype = "postgresql"\nurl = "{dsn}"\n'
-                                    f'[targets.main.options]\nbackfill_wal_compression = {str(args.wal_compression).lower()}\n')
+                                    f'[targets.main.options]\nbackfill_wal_compression = {str(args.wal_compression).lower()}\n'
+                                    f'backfill_sparse_wal = {str(not args.no_sparse_wal).lower()}\n')
     Signer.generate("bench").save(work / "key")
     env = dict(os.environ, MREG_ROOT=str(root), MREG_CATALOG=str(root / "catalog.db"), MREG_KEY=str(work / "key"))
     t0 = time.perf_counter()
@@ -337,6 +338,8 @@ def main() -> None:
     ap.add_argument("--checkpoint-interval", type=int, default=1000, help="Checkpoint-Interval (ms)")
     ap.add_argument("--wal-compression", action="store_true",
                     help="options.backfill_wal_compression = true (batches compress their own WAL)")
+    ap.add_argument("--no-sparse-wal", action="store_true",
+                    help="options.backfill_sparse_wal = false (new WAL files zero-filled, as the server does)")
     ap.add_argument("--dsn", default=os.environ.get("MREG_BENCH_PG_DSN"))
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "zero-downtime.json"))
     args = ap.parse_args()
@@ -375,7 +378,7 @@ def main() -> None:
         "load": {"workers": args.workers, "rate_per_worker": args.rate, "mix": "70% read, 20% update, 10% insert"},
         "lock_timeout_ms": LOCK_TIMEOUT_MS,
         "settings": {"batch_size": args.batch, "max_batch_ms": args.max_batch_ms, "duty_cycle": args.duty,
-                     "backfill_wal_compression": args.wal_compression,
+                     "backfill_wal_compression": args.wal_compression, "backfill_sparse_wal": not args.no_sparse_wal,
                      "pause_between_batches": args.pause, "checkpoint_interval_ms": args.checkpoint_interval},
         "summary": {
             "rounds": len(rounds),
