@@ -693,14 +693,13 @@ class PostgresAdapter:
         session blocks too. Cancelling needs a superuser (or, on PostgreSQL 18, the role
         ``pg_signal_autovacuum_worker``); without it PostgreSQL's own cancellation remains.
         """
-        waited, pid = 0.0, None
+        pid = None
         step = AUTOVACUUM_GRACE_S
         while pg.is_busy():
             ready, _, _ = select.select([pg.socket], [], [], step)
             if ready:
                 pg.consume_input()
                 continue
-            waited += step
             step = AUTOVACUUM_POLL_S
             if pid is None:
                 pid = pg.backend_pid
