@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass
 
 from registry.model import Step
+from registry.parse.sql import concurrently_option
 
 NAMEDATALEN = 64  # PostgreSQL's default (pg_config_manual.h); identifiers hold at most 63 bytes
 
@@ -184,15 +185,6 @@ def _ascii(*names: str | None) -> bool:
     return all(n is None or n.isascii() for n in names)
 
 
-def _concurrently(params) -> bool:
-    for p in params or ():
-        if getattr(p, "defname", "") == "concurrently":
-            arg = getattr(p, "arg", None)
-            value = getattr(arg, "sval", None) or getattr(arg, "ival", None)
-            return arg is None or str(value).lower() in ("true", "on", "1")
-    return False
-
-
 def concurrent_index(step: Step) -> ConcurrentIndex | None:
     """What a one-statement ``CREATE INDEX CONCURRENTLY`` or ``REINDEX … CONCURRENTLY`` step may leave, else None."""
     if step.kind != "sql" or "concurrently" not in step.content.lower():
@@ -217,7 +209,7 @@ def concurrent_index(step: Step) -> ConcurrentIndex | None:
         if cols is None or not _ascii(rel.relname, *cols):
             return None
         return ConcurrentIndex(rel.schemaname, rel.relname, chosen=(rel.relname, index_name_addition(cols)))
-    if kind == "ReindexStmt" and _concurrently(stmt.params) and stmt.relation is not None:
+    if kind == "ReindexStmt" and concurrently_option(stmt.params) and stmt.relation is not None:
         rel = stmt.relation
         if not _ascii(rel.relname):
             return None

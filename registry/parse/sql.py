@@ -278,6 +278,43 @@ def json_nodes(value: Any) -> Iterator[tuple[str, dict]]:
             stack.extend(reversed(item))
 
 
+# REINDEX of many tables commits table by table: PostgreSQL refuses it in a transaction block
+_REINDEX_MANY = {"REINDEX_OBJECT_SCHEMA": "REINDEX SCHEMA", "REINDEX_OBJECT_SYSTEM": "REINDEX SYSTEM",
+                 "REINDEX_OBJECT_DATABASE": "REINDEX DATABASE"}
+
+
+def option_is_on(value: Any) -> bool:
+    """A boolean option's value as PostgreSQL's ``defGetBoolean`` reads it: no value (``REINDEX
+    (CONCURRENTLY)``) is true; ``0``/``false``/``off`` are false (any case); anything else true (a
+    word PostgreSQL refuses fails on the server either way)."""
+    return value is None or str(value).strip().lower() not in ("0", "false", "off")
+
+
+def concurrently_option(params: Any) -> bool:
+    """Whether the ``concurrently`` option of a ``REINDEX (…)`` parse tree's ``params`` is on."""
+    for p in params or ():
+        if getattr(p, "defname", "") == "concurrently":
+            arg = getattr(p, "arg", None)
+            if arg is None:
+                return True
+            return option_is_on(getattr(arg, "sval", None) if hasattr(arg, "sval") else getattr(arg, "ival", 0))
+    return False
+
+
+def concurrently_option_json(params: Any) -> bool:
+    """:func:`concurrently_option` read from the JSON form (an ``Integer`` 0 has no ``ival`` there)."""
+    for p in params or ():
+        d = (p.get("DefElem") or {}) if type(p) is dict else {}
+        if d.get("defname") == "concurrently":
+            arg = d.get("arg")
+            if arg is None:
+                return True
+            if "Integer" in arg:
+                return option_is_on(arg["Integer"].get("ival", 0))
+            return option_is_on(_json_sval(arg))
+    return False
+
+
 def _json_sval(n: Any) -> str:
     return (n.get("String") or {}).get("sval", "") if type(n) is dict else ""
 
@@ -289,9 +326,10 @@ def autocommit_reason_json(kind: str, f: dict) -> str | None:
         return "CREATE INDEX CONCURRENTLY"
     if kind == "DropStmt" and f.get("concurrent"):
         return "DROP INDEX CONCURRENTLY"
-    if kind == "ReindexStmt" and any((p.get("DefElem") or {}).get("defname", "") == "concurrently"
-                                     for p in f.get("params") or ()):
+    if kind == "ReindexStmt" and concurrently_option_json(f.get("params")):
         return "REINDEX CONCURRENTLY"
+    if kind == "ReindexStmt" and f.get("kind") in _REINDEX_MANY:
+        return _REINDEX_MANY[f["kind"]]
     if kind == "VacuumStmt" and f.get("is_vacuumcmd"):
         return "VACUUM"
     if kind == "AlterEnumStmt" and f.get("newVal") is not None and not f.get("oldVal"):
@@ -326,8 +364,10 @@ def autocommit_reason(node: Any) -> str | None:
         return "CREATE INDEX CONCURRENTLY"
     if kind == "DropStmt" and node.concurrent:
         return "DROP INDEX CONCURRENTLY"
-    if kind == "ReindexStmt" and any(getattr(p, "defname", "") == "concurrently" for p in node.params or ()):
+    if kind == "ReindexStmt" and concurrently_option(node.params):
         return "REINDEX CONCURRENTLY"
+    if kind == "ReindexStmt" and getattr(node.kind, "name", None) in _REINDEX_MANY:
+        return _REINDEX_MANY[node.kind.name]
     if kind == "VacuumStmt" and node.is_vacuumcmd:
         return "VACUUM"
     if kind == "AlterEnumStmt" and node.newVal is not None and not node.oldVal:

@@ -363,3 +363,30 @@ def test_apply_names_the_registration_and_notes_the_checkpoint_in_git(proj):
     assert started["refs"] == reg
     note = subprocess.run([*git, "notes", "--ref=mreg", "show", "HEAD"], capture_output=True, text=True)
     assert note.returncode == 0 and note.stdout.startswith("t/main\n2\n")
+
+
+def test_reindex_of_a_schema_runs_outside_the_transaction_a_plain_reindex_inside(proj, pg_dsn):
+    """``REINDEX SCHEMA`` (concurrently or not) is refused in a transaction block, so its phase runs
+    step by step; ``REINDEX (CONCURRENTLY false) TABLE`` is an ordinary REINDEX and shares the phase's
+    transaction (its mirror rows have the step's xmin)."""
+    proj.write("20250101_000000_schema_t.sql", """
+        -- Phase 1: EXPAND
+        CREATE TABLE t (id int PRIMARY KEY);
+        REINDEX SCHEMA public;
+    """)
+    proj.write("20250101_000001_schema_u.sql", """
+        -- Dependencies: [20250101_000000_schema_t]
+        -- Phase 1: EXPAND
+        CREATE TABLE u (id int PRIMARY KEY);
+        REINDEX (CONCURRENTLY false) TABLE u;
+    """)
+    code, out, err = proj.run("apply")
+    assert code == 0, err
+    plans = {s["migration"]["id"]: s["details"].get("txmode") for s in proj.statements("main")
+             if s["type"] == "apply_started"}
+    assert len(plans) == 2
+    xmins = pg_rows(pg_dsn, "SELECT event_type, xmin::text FROM schema_versions "
+                            "WHERE migration_id = '20250101_000001_schema_u' ORDER BY seq")
+    assert [e for e, _ in xmins] == ["apply_started", "apply_succeeded"]
+    assert len({x for _, x in xmins}) == 1  # one transaction: the REINDEX ran inside it
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM pg_indexes WHERE tablename IN ('t', 'u')") == [(2,)]

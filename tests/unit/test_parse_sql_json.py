@@ -33,6 +33,14 @@ TRICKY = [
     "REINDEX (CONCURRENTLY) TABLE t",
     "REINDEX (VERBOSE, CONCURRENTLY) INDEX i",
     "REINDEX TABLE t",
+    "REINDEX (CONCURRENTLY false) TABLE t",
+    "REINDEX (concurrently 0) INDEX i",
+    "REINDEX (CONCURRENTLY 'OFF', VERBOSE) TABLE t",
+    "REINDEX (concurrently 1) TABLE t",
+    "REINDEX (CONCURRENTLY on) SCHEMA s",
+    "REINDEX SCHEMA s",
+    "REINDEX (VERBOSE) DATABASE d",
+    "REINDEX SYSTEM d",
     "VACUUM t",
     "VACUUM (ANALYZE) t",
     "ANALYZE t",
@@ -132,9 +140,27 @@ def test_json_readings_equal_the_tree_ones(text):
 
 def test_every_autocommit_reason_is_reached():
     reasons = {sql.statement_autocommit_reason(st) for text in TRICKY for st in _statements(text)}
-    assert len(reasons - {None}) == 13  # every branch of autocommit_reason
+    assert len(reasons - {None}) == 16  # every branch of autocommit_reason
     classes = {classify_sql_json(st.kind, st.fields) for text in TRICKY for st in _statements(text)}
     assert classes == {None, "schema", "security", "data", "perf"}
+
+
+def test_reindex_runs_outside_a_transaction_only_when_concurrently_is_on():
+    """``REINDEX (CONCURRENTLY false)`` is an ordinary REINDEX: it may run in the phase's transaction
+    (defGetBoolean: no value is true; 0, false and off, in any case, are false). ``REINDEX
+    SCHEMA/DATABASE/SYSTEM`` may not, concurrently or not (checked on a real server: "REINDEX SCHEMA
+    cannot run inside a transaction block")."""
+    on = ["REINDEX (CONCURRENTLY) TABLE t", "REINDEX TABLE CONCURRENTLY t", "REINDEX (concurrently 1) TABLE t",
+          "REINDEX (CONCURRENTLY on) SCHEMA s", "REINDEX (CONCURRENTLY TRUE) INDEX i"]
+    off = ["REINDEX TABLE t", "REINDEX (CONCURRENTLY false) TABLE t", "REINDEX (concurrently 0) INDEX i",
+           "REINDEX (CONCURRENTLY 'OFF', VERBOSE) TABLE t"]
+    many = {"REINDEX SCHEMA s": "REINDEX SCHEMA", "REINDEX (CONCURRENTLY false) SCHEMA s": "REINDEX SCHEMA",
+            "REINDEX (VERBOSE) DATABASE d": "REINDEX DATABASE", "REINDEX SYSTEM d": "REINDEX SYSTEM"}
+    for text in on + off + list(many):
+        (st,) = _statements(text)
+        expected = "REINDEX CONCURRENTLY" if text in on else many.get(text)
+        assert sql.statement_autocommit_reason(st) == expected, text
+        assert sql.autocommit_reason(sql.parse(text)[0].stmt) == expected, text
 
 
 def test_json_nodes_names_wrapped_nodes_only():
