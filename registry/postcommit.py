@@ -246,8 +246,9 @@ def post_commit(cfg, rev: str = "HEAD") -> list[str]:
 
 
 def head_ref(root: Path) -> str | None:
-    """The branch HEAD names (``refs/heads/main``), read from the repository's ``HEAD`` file; None
-    when HEAD is detached or cannot be read (a worktree's ``.git`` file is followed)."""
+    """The branch HEAD names (``refs/heads/main``), read from the repository's ``HEAD`` file;
+    ``HEAD`` itself when it is detached (the name the scan records then, ``History.ref_name``); None
+    when it cannot be read (a worktree's ``.git`` file is followed)."""
     git_dir = root / ".git"
     try:
         if git_dir.is_file():  # a linked worktree or a submodule: "gitdir: <path>"
@@ -255,7 +256,9 @@ def head_ref(root: Path) -> str | None:
         head = (git_dir / "HEAD").read_text().strip()
     except OSError:
         return None
-    return head[len("ref: "):].strip() if head.startswith("ref: ") else None
+    if head.startswith("ref: "):
+        return head[len("ref: "):].strip()
+    return "HEAD" if head else None
 
 
 def _on_branch(conn, root: Path, ids: list[str]) -> None:

@@ -372,6 +372,27 @@ def test_a_migration_registered_by_the_hook_is_on_heads_branch(empty_project, ca
     assert rows["20251121_090000_schema_add_widgets"]["refs"] == [branch]
 
 
+def test_on_a_detached_head_the_hook_and_the_scan_record_the_same_ref(empty_project, capsys):
+    install(empty_project)
+    root = empty_project.root
+    add(root, "migrations/20251121_090000_schema_add_widgets.sql", GOOD)
+    assert commit(root, "add widgets").returncode == 0
+    seedrepo.git(root, "checkout", "--detach", "HEAD")
+    scan_agrees()
+    add(root, "migrations/20251121_100000_schema_add_gadgets.sql",
+        canonical("20251121_100000_schema_add_gadgets", body="CREATE TABLE gadgets (id int);"))
+    out = commit(root, "add gadgets")
+    assert out.returncode == 0 and "registered 20251121_100000_schema_add_gadgets" in out.stderr, out.stderr
+    capsys.readouterr()
+    assert run(["list", "--json"]) == 0
+    by_hook = {r["id"]: r["refs"] for r in json.loads(capsys.readouterr().out)}
+    assert by_hook["20251121_100000_schema_add_gadgets"] == ["HEAD"]
+    assert scan_agrees() == []
+    assert run(["list", "--json"]) == 0
+    by_scan = {r["id"]: r["refs"] for r in json.loads(capsys.readouterr().out)}
+    assert by_scan["20251121_100000_schema_add_gadgets"] == ["HEAD"]
+
+
 def test_head_ref_reads_branches_worktrees_and_detached_heads(tmp_path):
     from registry.postcommit import head_ref
 
@@ -384,5 +405,5 @@ def test_head_ref_reads_branches_worktrees_and_detached_heads(tmp_path):
     (tmp_path / "wt" / ".git").write_text("gitdir: ../repo/.git/worktrees/wt\n")
     assert head_ref(tmp_path / "wt") == "refs/heads/topic"
     (tmp_path / "repo" / ".git" / "HEAD").write_text("0123456789abcdef0123456789abcdef01234567\n")
-    assert head_ref(tmp_path / "repo") is None
+    assert head_ref(tmp_path / "repo") == "HEAD"  # detached: the name a scan records too
     assert head_ref(tmp_path / "nowhere") is None
