@@ -39,6 +39,15 @@ DEFAULT_TARGETS = {
 KNOWN_TOP_KEYS = {"project", "targets", "discovery", "apply", "lint"}
 KNOWN_PROJECT_KEYS = {"name", "catalog", "key", "migrations"}
 KNOWN_TARGET_KEYS = {"type", "url", "options", "tenants"}
+# [targets.<name>.options] each adapter reads (registry/targets/*; the tutorials document them)
+_PG_OPTIONS = {"mirror_schema", "connect_timeout", "group_commit", "backfill_sparse_wal",
+               "backfill_wal_compression", "cancel_blocking_autovacuum"}
+KNOWN_OPTIONS = {
+    "postgresql": _PG_OPTIONS,
+    "timescale": _PG_OPTIONS | {"single_connection", "lock_lease_s"},
+    "neo4j": {"database", "connect_timeout", "lock_lease_ms", "lock_name"},
+    "redis": {"socket_timeout", "lock_lease_ms", "lock_name"},
+}
 
 
 @dataclass(frozen=True)
@@ -187,11 +196,14 @@ def _load_toml(path: Path) -> dict:
         ) from None
 
 
-def _check_keys(table: dict, known: set[str], where: str, path: Path) -> None:
+def _check_keys(table: dict, known: set[str], where: str, path: Path, what: str = "key") -> None:
+    from difflib import get_close_matches
+
     for key in table:
         if key not in known:
+            close = get_close_matches(str(key), sorted(known), n=1)
             raise ConfigError(
-                f"{path}: unknown key {where}{key}",
+                f"{path}: unknown {what} {where}{key}" + (f" (did you mean {close[0]}?)" if close else ""),
                 hint=f"remove it or use one of: {', '.join(sorted(known))}",
                 key=f"{where}{key}",
             )
@@ -266,6 +278,11 @@ def load(root: Path | None = None) -> Config:
             if not isinstance(url, str):
                 raise ConfigError(f"{path}: {where}url must be a string", key=where + "url",
                                   hint='write url = "postgresql://user@host/db" or url = "dev"')
+            if not isinstance(tbl.get("options", {}), dict):
+                raise ConfigError(f"{path}: {where}options must be a table", key=where + "options",
+                                  hint=f"write [{where}options] with one key = value per line")
+            _check_keys(tbl.get("options", {}), KNOWN_OPTIONS[str(kind)], where + "options.", path,
+                        what=f"{kind} option")
             options = {k: _deref(v, f"{where}options.{k}", file) for k, v in tbl.get("options", {}).items()}
             targets[name] = Target(name, str(kind), url, source, options, list(tbl.get("tenants", [])))
     # Environment may also add targets that mreg.toml does not name.

@@ -44,6 +44,31 @@ def test_unknown_target_type_exits_2_naming_file_key_and_fix(project):
     assert out == ""
 
 
+def test_a_target_option_its_type_does_not_read_exits_2_with_the_closest_one(project):
+    """A typo in [targets.X.options] is refused, not silently ignored: the message names the file,
+    the key and the closest option; the hint lists the options of that target type."""
+    path = write_config(project, '[targets.main]\ntype = "postgresql"\nurl = "dev"\n'
+                                 '[targets.main.options]\ngroup_comit = false\n')
+    code, out, err = mreg("config", "show", cwd=project)
+    assert code == 2, err
+    line, hint = error_lines(err)
+    assert str(path) in line and "unknown postgresql option targets.main.options.group_comit" in line
+    assert "did you mean group_commit?" in line
+    assert "backfill_sparse_wal" in hint and "cancel_blocking_autovacuum" in hint and "lock_name" not in hint
+    # an option of another type is refused too; each type's own options load
+    write_config(project, '[targets.cache]\ntype = "redis"\nurl = "dev"\n[targets.cache.options]\n'
+                          'mirror_schema = "x"\n')
+    code, _, err = mreg("config", "show", cwd=project)
+    assert code == 2 and "unknown redis option targets.cache.options.mirror_schema" in err
+    from registry.config import KNOWN_OPTIONS
+
+    for kind, known in KNOWN_OPTIONS.items():
+        body = "".join(f'{k} = "1"\n' for k in sorted(known))
+        write_config(project, f'[targets.t]\ntype = "{kind}"\nurl = "dev"\n[targets.t.options]\n{body}')
+        code, out, err = mreg("config", "show", "--json", cwd=project)
+        assert code == 0, (kind, err)
+
+
 def test_env_reference_to_an_unset_variable_exits_2(project, monkeypatch):
     monkeypatch.delenv("MREG_TEST_UNSET_DSN", raising=False)
     path = write_config(project, '[targets.main]\ntype = "postgresql"\nurl = "env:MREG_TEST_UNSET_DSN"\n')
