@@ -278,12 +278,12 @@ def load(root: Path | None = None) -> Config:
             if not isinstance(url, str):
                 raise ConfigError(f"{path}: {where}url must be a string", key=where + "url",
                                   hint='write url = "postgresql://user@host/db" or url = "dev"')
-            if not isinstance(tbl.get("options", {}), dict):
+            raw_options = tbl.get("options", {})
+            if not isinstance(raw_options, dict):
                 raise ConfigError(f"{path}: {where}options must be a table", key=where + "options",
                                   hint=f"write [{where}options] with one key = value per line")
-            _check_keys(tbl.get("options", {}), KNOWN_OPTIONS[str(kind)], where + "options.", path,
-                        what=f"{kind} option")
-            options = {k: _deref(v, f"{where}options.{k}", file) for k, v in tbl.get("options", {}).items()}
+            _check_keys(raw_options, KNOWN_OPTIONS[str(kind)], where + "options.", path, what=f"{kind} option")
+            options = {k: _deref(v, f"{where}options.{k}", file) for k, v in raw_options.items()}
             targets[name] = Target(name, str(kind), url, source, options, list(tbl.get("tenants", [])))
     # Environment may also add targets that mreg.toml does not name.
     for var, val in os.environ.items():

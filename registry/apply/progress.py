@@ -14,7 +14,7 @@ Each record is a past-tense fact (or a notice) with stable field meanings:
 from __future__ import annotations
 
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -37,4 +37,4 @@ class Progress:
         return out
 
 
-_FIELDS = ("event", "target", "migration", "phase", "tenant", "done", "total", "message")
+_FIELDS = tuple(f.name for f in fields(Progress) if f.name != "data")

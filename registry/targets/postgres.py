@@ -67,6 +67,7 @@ from registry.targets.sqlcommon import (
     RAW_MIRROR_FORMATS,
     bind_range,
     inline_range,
+    is_int_key,
     check_result,
     db_error,
     insert_mirror_sql,
@@ -84,10 +85,6 @@ SHADOW_PREFIX = "mreg_shadow_"
 AUTOVACUUM_GRACE_S = 0.01  # a statement waiting this long is checked for an autovacuum in its way
 AUTOVACUUM_POLL_S = 0.1  # and again this often while it waits
 MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class PgSession:
@@ -140,6 +137,14 @@ class PgSession:
                 mapped = db_error(exc, self.adapter.target.name, "appending to the mirror")
             raise mapped from None
 
+    def _with_held(self, text: str) -> str:
+        """``text`` (statements without parameters) preceded by the held ``BEGIN``/``SET LOCAL``, if
+        still held: they travel in one simple query."""
+        if self.setup is None:
+            return text
+        setup, self.setup = self.setup, None
+        return "; ".join(setup) + ";\n" + text
+
     def _send_held(self) -> None:
         """Finish what is in flight and send what is held back (before a statement that cannot go
         with them)."""
@@ -175,11 +180,8 @@ class PgSession:
             meanwhile()
             meanwhile = None
         try:
-            if simple:
-                text = step.content
-                if self.setup is not None:  # one round trip: BEGIN; SET LOCAL ...; the step
-                    text, self.setup = "; ".join(self.setup) + ";\n" + text, None
-                return self.adapter.run_simple(self.conn, text, meanwhile)
+            if simple:  # one round trip: BEGIN; SET LOCAL ...; the step
+                return self.adapter.run_simple(self.conn, self._with_held(step.content), meanwhile)
             if use_sp:
                 self.conn.execute("SAVEPOINT mreg_step")
             cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
@@ -200,7 +202,7 @@ class PgSession:
         parameters, never formatted.
         """
         name = f"batch [{lo}, {hi})"
-        if _is_int(lo) and _is_int(hi):
+        if is_int_key(lo) and is_int_key(hi):
             return self.execute(Step(content=inline_range(update, lo, hi), name=name, line=line), path=path)
         return self.execute(Step(content=bind_range(update), name=name, line=line), path=path,
                             params={"lo": lo, "hi": hi})
@@ -286,14 +288,10 @@ class PgSession:
             self._finish_pipe()
         elif self.setup is not None and not self.rows and not last:  # nothing was sent: nothing to commit
             self.setup = None
-        elif last and not self.rows:
-            text = last + ";\nCOMMIT"
-            if self.setup is not None:
-                text, self.setup = "; ".join(self.setup) + ";\n" + text, None
-            self.adapter.run_simple(self.conn, text)
         else:
-            self._send_held()
-            self.adapter.run_simple(self.conn, f"{last};\nCOMMIT" if last else "COMMIT")
+            if self.rows:  # held-back mirror rows first (they follow the held set-up)
+                self._send_held()
+            self.adapter.run_simple(self.conn, self._with_held(f"{last};\nCOMMIT" if last else "COMMIT"))
         self.done = True
 
     def literal(self, value: object) -> str:

@@ -375,9 +375,16 @@ def inline_range(update: str, lo: int, hi: int) -> str:
     The batch then needs no parameters and travels in one simple query with its transaction's
     ``BEGIN``/``SET LOCAL`` (one round trip). Integer keys only: ``batches`` refuses others.
     """
-    values = {"lo": int(lo), "hi": int(hi)}
-    return _PLACEHOLDER.sub(lambda m: f"({values[m.group(1)]})" if values[m.group(1)] < 0
-                            else str(values[m.group(1)]), update)
+    def literal(m: re.Match) -> str:
+        value = int(lo if m.group(1) == "lo" else hi)
+        return f"({value})" if value < 0 else str(value)
+
+    return _PLACEHOLDER.sub(literal, update)
+
+
+def is_int_key(value: object) -> bool:
+    """Whether a backfill key value is an integer (``bool`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def batches(lo: int, hi: int, size: int, start: int | None = None):
@@ -389,7 +396,7 @@ def batches(lo: int, hi: int, size: int, start: int | None = None):
         raise BackfillKeyError(f"batch_size must be positive (found {size})", hint="set batch_size to 1 or more",
                                field="batch_size", found=size)
     for value in (lo, hi, start):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        if value is not None and not is_int_key(value):
             raise BackfillKeyError(
                 f"a backfill walks an integer key in ranges; this key holds {type(value).__name__} values "
                 f"({value!r})", hint="use an integer key (an id or a bigserial column) for `Backfill: key=`",
