@@ -74,6 +74,7 @@ class Settings:
     max_batch_ms: int = 0           # a backfill batch's target duration; 0: every batch is batch_size keys
     duty_cycle: int = 100           # percent of a backfill's time spent in batches (the rest: pauses)
     checkpoint_interval: int = 1000  # ms between a backfill's ledgered batch_checkpoints; 0: every batch
+    commit_backoff: int = 4         # after a backfill batch's congested commit, pause this many times its time; 0: off
     max_retries: int = 3
     timeout: int = 60_000
     lock_timeout: int = 5_000

@@ -10,10 +10,10 @@ Each of ``--rounds`` independent rounds (default 3):
 3. Baseline: ``--baseline`` seconds (default 30) of load alone (p50/p95/p99/max).
 4. ``mreg apply --confirm-contract`` of one migration adding ``email_verified`` the zero-downtime way:
    expand (nullable column, then its default), migrate (a batched backfill paced by ``--batch``,
-   ``--max-batch-ms``, ``--duty``, ``--pause``, ``--checkpoint-interval``), contract (``CHECK … NOT
+   ``--max-batch-ms``, ``--duty``, ``--pause``, ``--checkpoint-interval``, ``--commit-backoff``), contract (``CHECK … NOT
    VALID``, ``VALIDATE``, ``SET NOT NULL`` using the validated check, drop the check) — every step with
    ``lock_timeout`` = 2 s. The load's statistics during the migration (slow operations counted per
-   phase).
+   phase); the migration window ends when mreg's process does (this process reads mreg's output after).
 5. The reference: a fresh table of the same size, the same load, and one plain ``UPDATE`` of the whole
    table; the backfill's rows per second (its ledgered rows over the migrate phase's time) against it.
 
@@ -51,6 +51,7 @@ MIGRATION = """\
 -- Max-Batch-Ms: {max_batch_ms}
 -- Duty-Cycle: {duty}
 -- Checkpoint-Interval: {checkpoint}
+-- Commit-Backoff: {backoff}
 
 -- Phase 1: EXPAND
 ALTER TABLE accounts ADD COLUMN IF NOT EXISTS email_verified BOOLEAN;
@@ -170,7 +171,7 @@ def build_table(dsn: str, rows: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_mreg(dsn: str, work: Path, args) -> tuple[float, list[dict], list[dict]]:
+def run_mreg(dsn: str, work: Path, args, done) -> tuple[float, list[dict], list[dict]]:
     sys.path.insert(0, str(REPO))
     from ledger.keys import Signer
 
@@ -178,7 +179,8 @@ def run_mreg(dsn: str, work: Path, args) -> tuple[float, list[dict], list[dict]]
     (root / "migrations").mkdir(parents=True)
     (root / "migrations" / "20250101_000000_schema_add_email_verified.sql").write_text(
         MIGRATION.format(lock_timeout=LOCK_TIMEOUT_MS, batch=args.batch, pause=args.pause,
-                         max_batch_ms=args.max_batch_ms, duty=args.duty, checkpoint=args.checkpoint_interval))
+                         max_batch_ms=args.max_batch_ms, duty=args.duty, checkpoint=args.checkpoint_interval,
+                         backoff=args.commit_backoff))
     (root / "mreg.toml").write_text(f'[project]\nname = "zd"\n[targets.main]\ntype = "postgresql"\nurl = "{dsn}"\n'
                                     f'[targets.main.options]\nbackfill_wal_compression = {str(args.wal_compression).lower()}\n'
                                     f'backfill_sparse_wal = {str(not args.no_sparse_wal).lower()}\n')
@@ -188,6 +190,7 @@ def run_mreg(dsn: str, work: Path, args) -> tuple[float, list[dict], list[dict]]
     proc = subprocess.run([sys.executable, "-m", "registry.cli.main", "apply", "--confirm-contract", "--json"],
                           cwd=root, env=env, capture_output=True, text=True)
     secs = time.perf_counter() - t0
+    done()  # the load's migration window ends with mreg's process, before this process reads its output
     if proc.returncode != 0:
         raise RuntimeError(f"mreg apply failed: {proc.stderr[-2000:]}")
     from ledger.log import parse_leaf
@@ -247,8 +250,8 @@ def one_round(dsn: str, work: Path, args) -> dict:
     load.set_window("baseline")
     time.sleep(args.baseline)
     load.set_window("migration")
-    mig_s, log, batch_records = run_mreg(dsn, work / f"mreg-{time.monotonic_ns()}", args)
-    load.set_window("after")
+    mig_s, log, batch_records = run_mreg(dsn, work / f"mreg-{time.monotonic_ns()}", args,
+                                         done=lambda: load.set_window("after"))
     time.sleep(1)
     load.stop.set()
     for t in load.threads:
@@ -292,6 +295,7 @@ def one_round(dsn: str, work: Path, args) -> dict:
         over = load.slow("migration", 2 * base["p99_ms"])
         during["over_goal_by_phase"] = slow_by_phase(log, over)
         t0 = load.ops["migration"][0][0] if load.ops.get("migration") else 0
+        during["t0_epoch"] = round(t0, 3)  # over_goal_ops and phase_spans_s count from here (to match server logs)
         during["over_goal_ops"] = [[round(t - t0, 3), kind, round(ms, 2)] for t, kind, ms in over[:60]]
         during["phase_spans_s"] = {p: [round(a - t0, 3), round((b or a) - t0, 3)]
                                    for p, (a, b) in phase_spans(log).items()}
@@ -308,6 +312,8 @@ def one_round(dsn: str, work: Path, args) -> dict:
                       "batch_keys_median": keys[len(keys) // 2] if keys else 0,
                       "batch_ms_median": batch_ms[len(batch_ms) // 2] if batch_ms else 0,
                       "batch_ms_p99": batch_ms[int(0.99 * len(batch_ms))] if batch_ms else 0,
+                      "backoffs": sum(1 for r in batch_records if "backoff_ms" in r["data"]),
+                      "backoff_ms": round(sum(r["data"].get("backoff_ms", 0) for r in batch_records)),
                       "backfill_rows": backfill_rows, "ledger_entries": len(log),
                       "rows_left_null": nulls, "is_nullable_after": nullable},
         "backfill_rows_per_s": round(backfill_rps),
@@ -336,6 +342,8 @@ def main() -> None:
     ap.add_argument("--max-batch-ms", type=int, default=1, help="Max-Batch-Ms (0: every batch is --batch keys)")
     ap.add_argument("--duty", type=int, default=100, help="Duty-Cycle: percent of the backfill's time in batches")
     ap.add_argument("--checkpoint-interval", type=int, default=1000, help="Checkpoint-Interval (ms)")
+    ap.add_argument("--commit-backoff", type=int, default=4,
+                    help="Commit-Backoff: pause this many times a congested commit's time (0: never)")
     ap.add_argument("--wal-compression", action="store_true",
                     help="options.backfill_wal_compression = true (batches compress their own WAL)")
     ap.add_argument("--no-sparse-wal", action="store_true",
@@ -379,7 +387,8 @@ def main() -> None:
         "lock_timeout_ms": LOCK_TIMEOUT_MS,
         "settings": {"batch_size": args.batch, "max_batch_ms": args.max_batch_ms, "duty_cycle": args.duty,
                      "backfill_wal_compression": args.wal_compression, "backfill_sparse_wal": not args.no_sparse_wal,
-                     "pause_between_batches": args.pause, "checkpoint_interval_ms": args.checkpoint_interval},
+                     "pause_between_batches": args.pause, "checkpoint_interval_ms": args.checkpoint_interval,
+                     "commit_backoff": args.commit_backoff},
         "summary": {
             "rounds": len(rounds),
             "rounds_meeting_p99_and_speed_goals": sum(both),

@@ -138,12 +138,15 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
                     singles = exc.tried
                     continue
                 if n:
+                    yield from _notices(adapter, runnable[idx + n - 1])
                     idx += n
                     continue
-            yield from run_entry(log, adapter, entry)
-            for note in getattr(adapter, "take_notices", list)():  # e.g. an autovacuum it cancelled
-                yield Progress("warning", entry.target, entry.migration.id, entry.phase, entry.tenant,
-                               message=f"{entry.migration.id} {entry.phase}: {note}")
+            try:
+                yield from run_entry(log, adapter, entry)
+            except Exception:  # what the adapter did on the way (an autovacuum it cancelled) is told still
+                yield from _notices(adapter, entry)
+                raise
+            yield from _notices(adapter, entry)
             singles = max(0, singles - 1)
             idx += 1
         yield Progress("finished", total=len(runnable), message="done")
@@ -154,6 +157,13 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
                 pass
         finally:
             eng.close()
+
+
+def _notices(adapter, entry):
+    """The adapter's notices about the entry just run (e.g. an autovacuum it cancelled), as warnings."""
+    for note in getattr(adapter, "take_notices", list)():
+        yield Progress("warning", entry.target, entry.migration.id, entry.phase, entry.tenant,
+                       message=f"{entry.migration.id} {entry.phase}: {note}")
 
 
 def _due(checked: dict, target: str, every_s: float = 1.0) -> bool:

@@ -12,6 +12,11 @@ How one backfill runs (``run``):
 - **Pauses.** After each batch the engine sleeps ``pause_between_batches`` ms plus, with
   ``duty_cycle`` d < 100 (percent), the batch's own duration times ``(100 - d) / d``: batches then
   take d % of the wall time whatever the server's speed, leaving the rest to the application.
+- **Backoff.** A batch's commit that took over ``BACKOFF_RATIO`` times the median of the recent
+  ordinary ones (and over ``BACKOFF_FLOOR_S``) waited on a congested server — a checkpoint's writes,
+  a burst of the kernel's writeback, a new WAL file — on which the application's commits wait too:
+  the engine pauses ``commit_backoff`` (default 4) times that commit's duration, at most
+  ``BACKOFF_CAP_S`` (``Pace.after``); ``batch_done`` then carries ``backoff_ms``.
 - **Progress row.** Every batch's transaction upserts one row of ``mreg_backfill_progress`` (in the
   target's mirror schema) with the next key and the rows done: the batch and its progress commit
   together, so after a crash the next key is known exactly and no batch runs twice.
@@ -44,6 +49,7 @@ How one backfill runs (``run``):
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from registry.apply.progress import Progress
@@ -52,6 +58,9 @@ from registry.targets.base import StepFailed
 
 PROGRESS_TABLE = "mreg_backfill_progress"
 FIRST_BATCH = 100  # keys in the first batch of an adaptive backfill
+# a commit is congested over 4x the median of the last 64 uncongested ones and over 3 ms (once 8 are known);
+# the backoff after one is at most 0.5 s
+BACKOFF_RATIO, BACKOFF_FLOOR_S, BACKOFF_WINDOW, BACKOFF_MIN_SAMPLES, BACKOFF_CAP_S = 4, 0.003, 64, 8, 0.5
 
 _DDL = ("CREATE TABLE IF NOT EXISTS {s}." + PROGRESS_TABLE + " (origin TEXT NOT NULL, migration_id TEXT NOT NULL, "
         "phase TEXT NOT NULL, tenant TEXT NOT NULL DEFAULT '', anchor TEXT NOT NULL, next_key BIGINT NOT NULL, "
@@ -79,25 +88,47 @@ class Pace:
     max_batch_ms: int = 0
     duty_cycle: int = 100
     pause_ms: int = 0
+    backoff: int = 4  # Commit-Backoff: after a congested commit, pause this many times its duration
 
     def __post_init__(self) -> None:
         self.cap = max(1, int(self.cap))
         self.size = min(self.cap, FIRST_BATCH) if self.max_batch_ms > 0 else self.cap
+        self.commits: deque[float] = deque(maxlen=BACKOFF_WINDOW)  # the recent uncongested commits (s)
+        self.backed_off = 0.0  # the backoff in the last pause (s)
 
-    def after(self, keys: int, seconds: float, work: float | None = None) -> float:
+    def after(self, keys: int, seconds: float, work: float | None = None, commit: float | None = None) -> float:
         """Account one batch of ``keys`` keys that took ``seconds`` (its transaction, start to commit),
-        ``work`` of them in the batch's statement; return the pause (s) before the next.
+        ``work`` of them in the batch's statement and ``commit`` in its commit; return the pause (s)
+        before the next.
 
         The size follows the statement's time (what a concurrent writer of the same rows waits for
         and what fills the WAL); the fixed cost of a transaction (its round trips, the commit's
-        flush) does not shrink the batches, however small ``max_batch_ms`` is."""
+        flush) does not shrink the batches, however small ``max_batch_ms`` is. A congested commit
+        (``congested``) adds ``backoff`` times its own duration to the pause, at most
+        ``BACKOFF_CAP_S``."""
         if self.max_batch_ms > 0 and keys > 0:
             fits = keys * (self.max_batch_ms / 1000) / max(seconds if work is None else work, 1e-4)
             self.size = int(max(1, min(self.cap, 2 * self.size, fits)))
         pause = self.pause_ms / 1000
         if self.duty_cycle < 100:
             pause += seconds * (100 - self.duty_cycle) / self.duty_cycle
+        self.backed_off = 0.0
+        if commit is not None and self.backoff > 0:
+            if self.congested(commit):
+                self.backed_off = min(BACKOFF_CAP_S, self.backoff * commit)
+                pause += self.backed_off
+            else:
+                self.commits.append(commit)
         return pause
+
+    def congested(self, commit: float) -> bool:
+        """Whether a commit that took ``commit`` s waited on a congested server: over
+        ``BACKOFF_RATIO`` times the median of the last ``BACKOFF_WINDOW`` uncongested commits and
+        over ``BACKOFF_FLOOR_S`` (never before ``BACKOFF_MIN_SAMPLES`` of them)."""
+        if len(self.commits) < BACKOFF_MIN_SAMPLES:
+            return False
+        usual = sorted(self.commits)[len(self.commits) // 2]
+        return commit > max(BACKOFF_RATIO * usual, BACKOFF_FLOOR_S)
 
 
 def chain_anchor(statements: list[dict], mid: str, phase: str, tenant: str | None, before: str) -> str | None:
@@ -209,7 +240,7 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
         progress.write(s, anchor, first, rows)
         s.commit()
     pace = Pace(st.batch_size or 1000, int(st.max_batch_ms or 0), int(st.duty_cycle or 100),
-                max(0, int(st.pause_between_batches or 0)))
+                max(0, int(st.pause_between_batches or 0)), max(0, int(st.commit_backoff)))
     extra = getattr(adapter, "backfill_settings", list)()  # e.g. SET LOCAL wal_compression
     every = max(0, int(st.checkpoint_interval or 0)) / 1000
     last_ledgered = time.monotonic()
@@ -233,7 +264,10 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                     if ledger:
                         new_anchor = log.stage(s, "batch_checkpoint", m, position(b, done), refs=[sid])
                     # the progress row moves with the COMMIT, in its round trip
-                    s.commit(last=progress.delete_sql(s) if b > hi else progress.advance_sql(s, new_anchor, b, done))
+                    last = progress.delete_sql(s) if b > hi else progress.advance_sql(s, new_anchor, b, done)
+                    c0 = time.monotonic()
+                    s.commit(last=last)
+                    committing = time.monotonic() - c0
                 if ledger:
                     log.committed()
                     last_ledgered = t0
@@ -249,10 +283,13 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                 raise
         spent = time.monotonic() - t0
         n += 1
+        pause = pace.after(b - a, spent, work, committing)
+        data = {"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1),
+                "commit_ms": round(committing * 1000, 1)}
+        if pace.backed_off:  # the commit waited on a congested server: the pause leaves it to the application
+            data["backoff_ms"] = round(pace.backed_off * 1000, 1)
         yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, b - first,
-                       hi + 1 - first, message=f"keys [{a}, {b}) — {rows} rows",
-                       data={"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1)})
-        pause = pace.after(b - a, spent, work)
+                       hi + 1 - first, message=f"keys [{a}, {b}) — {rows} rows", data=data)
         a = b
         if pause and a <= hi:
             time.sleep(pause)

@@ -199,7 +199,8 @@ class Builder:
         s = self.need_dict(self.get(o, "settings", default=SrcDict()), "settings")
         ints = {"batchSize": "batch_size", "pauseBetweenBatches": "pause_between_batches",
                 "maxRetries": "max_retries", "timeout": "timeout", "lockTimeout": "lock_timeout",
-                "maxBatchMs": "max_batch_ms", "dutyCycle": "duty_cycle", "checkpointInterval": "checkpoint_interval"}
+                "maxBatchMs": "max_batch_ms", "dutyCycle": "duty_cycle", "checkpointInterval": "checkpoint_interval",
+                "commitBackoff": "commit_backoff"}
         for key, value in s.items():
             name = ints.get(key, key)
             if name in ints.values():
@@ -212,7 +213,7 @@ class Builder:
             else:
                 self.fail(f"unknown setting `{key}`", s, "settings",
                           "settings are batchSize, pauseBetweenBatches, maxBatchMs, dutyCycle, "
-                          "checkpointInterval, maxRetries, timeout, lockTimeout, requiresMaintenanceWindow")
+                          "checkpointInterval, commitBackoff, maxRetries, timeout, lockTimeout, requiresMaintenanceWindow")
 
     def _kinds(self, o: dict) -> set[str]:
         kinds = set()

@@ -58,7 +58,7 @@ def parse_script(path: str, text: str, checksum: str, ext: str, database: str | 
     for name, label in (("batch_size", "Batch-Size"), ("pause_between_batches", "Pause-Between-Batches"),
                         ("max_retries", "Max-Retries"), ("timeout", "Timeout"), ("lock_timeout", "Lock-Timeout"),
                         ("max_batch_ms", "Max-Batch-Ms"), ("duty_cycle", "Duty-Cycle"),
-                        ("checkpoint_interval", "Checkpoint-Interval")):
+                        ("checkpoint_interval", "Checkpoint-Interval"), ("commit_backoff", "Commit-Backoff")):
         check = fields.duty_cycle if name == "duty_cycle" else fields.integer
         value = get(name, lambda p, v, ln, lab=label, f=check: f(p, v, ln, lab))
         if value is not None:

@@ -29,6 +29,7 @@ HEADER_KEYS = {
     "txmode": "txmode", "type": "type", "tenant-scoped": "tenant_scoped", "description": "description",
     "batch-size": "batch_size", "pause-between-batches": "pause_between_batches",
     "max-batch-ms": "max_batch_ms", "duty-cycle": "duty_cycle", "checkpoint-interval": "checkpoint_interval",
+    "commit-backoff": "commit_backoff",
     "max-retries": "max_retries", "timeout": "timeout", "lock-timeout": "lock_timeout",
     "requires-maintenance-window": "requires_maintenance_window",
 }

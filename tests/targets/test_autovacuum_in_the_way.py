@@ -113,3 +113,28 @@ def test_a_session_of_the_application_in_the_way_is_never_cancelled(pg_dsn):
     finally:
         other.close()
         a.close()
+
+
+def test_a_phase_that_fails_after_cancelling_an_autovacuum_still_says_so(tmp_path, pg_dsn):
+    """The warning is not lost with the phase: the operator reads both the failure and the cancel."""
+    from engine_support import Project
+
+    admin = _slow_autovacuum(pg_dsn)
+    try:
+        av = _wait_for_autovacuum(admin)
+        proj = Project(tmp_path / "proj", {"main": ("postgresql", pg_dsn)})
+        proj.write("20250101_000001_schema_t_w.sql", """
+            -- Phase 1: EXPAND
+            SET deadlock_timeout = '20s';
+            ALTER TABLE t ADD COLUMN w int;
+            SELECT 1 / 0;
+        """)
+        code, out, err = proj.run("apply")
+        assert code == 3, (out, err)
+        assert "division by zero" in out + err
+        assert f"cancelled autovacuum: VACUUM public.t (pid {av})" in out + err, (out, err)
+        # rolled back with the phase: no column w
+        assert admin.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' "
+                             "AND column_name = 'w'").fetchone()[0] == 0
+    finally:
+        _restore(admin)

@@ -141,6 +141,34 @@ def test_batches_bounded_in_time_and_the_duty_cycle(tmp_path, pg_dsn):
     assert pg_rows(pg_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
 
 
+@pytest.mark.parametrize("header, backs_off", [("", True), ("\n-- Commit-Backoff: 0", False)])
+def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, header, backs_off):
+    """A batch whose commit waits (here on the progress row, locked for 0.3 s by another session; in
+    production on a congested WAL flush) is followed by a pause of Commit-Backoff (default 4) times
+    that wait, at most 0.5 s: the engine leaves the server to the application. Not with 0."""
+    import psycopg
+
+    proj = _project(tmp_path, pg_dsn, 400_000, "-- Batch-Size: 2000\n-- Max-Batch-Ms: 2" + header)
+    proc = proj.popen("apply", "--json")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (_progress(pg_dsn) and _progress(pg_dsn)[0][0] > 50_000):
+        time.sleep(0.01)
+    with psycopg.connect(pg_dsn) as other:  # hold the row the next batch's commit moves on
+        other.execute("SELECT 1 FROM mreg_backfill_progress FOR UPDATE")
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    batches = [r["data"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
+    waited = [d for d in batches if d["commit_ms"] >= 250]
+    assert len(waited) == 1, sorted(d["commit_ms"] for d in batches)[-5:]
+    backed = [d for d in batches if "backoff_ms" in d]
+    if backs_off:
+        assert waited[0] in backed and waited[0]["backoff_ms"] == 500.0  # 4 x ~300 ms, at most 0.5 s
+    else:
+        assert backed == []
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
+
+
 def test_bad_duty_cycle_is_one_error_naming_the_line(tmp_path, pg_dsn):
     proj = _project(tmp_path, pg_dsn, 10, "-- Duty-Cycle: 0")
     code, out, err = proj.run("apply")

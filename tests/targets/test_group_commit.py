@@ -146,7 +146,11 @@ def test_kill_9_in_the_middle_of_groups_then_apply_again(tmp_path, pg_server):
         (proj.root / "mreg.toml").write_text(text[:start] + dsn + text[text.index('"', start):])
         proj.env["MREG_CATALOG"] = str(tmp_path / f"cat-{trial}.db")
         proc = proj.popen("apply")
-        time.sleep(rng.uniform(0.3, 1.2))
+        deadline = time.monotonic() + 60  # from its mirror's creation on, however slow its start-up
+        while time.monotonic() < deadline and proc.poll() is None and not pg_rows(
+                dsn, "SELECT to_regclass('schema_versions') IS NOT NULL")[0][0]:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         has_mirror = pg_rows(dsn, "SELECT to_regclass('schema_versions') IS NOT NULL")[0][0]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from registry.apply.backfill import FIRST_BATCH, Pace, chain_anchor
+from registry.apply.backfill import (BACKOFF_CAP_S, BACKOFF_FLOOR_S, BACKOFF_MIN_SAMPLES, FIRST_BATCH, Pace,
+                                     chain_anchor)
 
 
 def test_fixed_batches_without_a_time_bound():
@@ -44,6 +45,36 @@ def test_duty_cycle_and_fixed_pause():
     assert Pace(cap=10, duty_cycle=50).after(10, 0.02) == 0.02
     assert abs(Pace(cap=10, duty_cycle=80).after(10, 0.04) - 0.01) < 1e-9
     assert abs(Pace(cap=10, duty_cycle=50, pause_ms=5).after(10, 0.02) - 0.025) < 1e-9
+
+
+def test_a_congested_commit_adds_a_backoff_of_its_own_time_times_commit_backoff():
+    pace = Pace(cap=1000, max_batch_ms=1)
+    for _ in range(BACKOFF_MIN_SAMPLES):
+        assert pace.after(100, 0.0015, work=0.001, commit=0.0005) == 0 and pace.backed_off == 0
+    assert pace.after(100, 0.003, work=0.001, commit=0.0025) == 0  # 5x, but under the 3 ms floor: usual
+    pause = pace.after(100, 0.0215, work=0.001, commit=0.02)  # 40x the median: the server is congested
+    assert abs(pause - 0.08) < 1e-9 and pace.backed_off == pause
+    assert pace.after(100, 0.0015, work=0.001, commit=0.0005) == 0 and pace.backed_off == 0
+    assert pace.after(100, 1.0, work=0.001, commit=0.9) == BACKOFF_CAP_S  # at most half a second
+    # the congested commits do not raise the median they are judged by
+    assert sorted(pace.commits)[len(pace.commits) // 2] == 0.0005
+    # the backoff adds to the duty cycle's and the fixed pause
+    pace = Pace(cap=1000, duty_cycle=50, pause_ms=5, backoff=2)
+    for _ in range(BACKOFF_MIN_SAMPLES):
+        pace.after(100, 0.002, work=0.001, commit=0.001)
+    assert abs(pace.after(100, 0.011, work=0.001, commit=0.01) - (0.005 + 0.011 + 0.02)) < 1e-9
+
+
+def test_no_backoff_before_enough_commits_are_known_nor_with_commit_backoff_0():
+    pace = Pace(cap=1000)
+    for _ in range(BACKOFF_MIN_SAMPLES - 1):
+        pace.after(100, 0.0015, work=0.001, commit=0.0005)
+    assert pace.after(100, 0.05, work=0.001, commit=0.049) == 0  # seven known: the eighth is usual
+    pace = Pace(cap=1000, backoff=0)
+    for _ in range(2 * BACKOFF_MIN_SAMPLES):
+        pace.after(100, 0.0015, work=0.001, commit=0.0005)
+    assert pace.after(100, 0.05, work=0.001, commit=0.049) == 0 and not pace.commits
+    assert BACKOFF_FLOOR_S == 0.003
 
 
 def _ev(eid, kind, phase="migrate", mid="m1", tenant=None, **details):

@@ -338,3 +338,16 @@ def test_same_object_in_ts_js_py_parses_the_same(obj):
         assert m.validation[0].expected == obj["validation"][0]["expectedResult"]
         assert m.settings.batch_size == obj["settings"]["batchSize"]
         assert m.breaking is obj["metadata"]["breakingChange"]
+
+
+def test_commit_backoff_in_a_header_and_in_settings():
+    sql = b"-- Commit-Backoff: 2\n-- Phase 2: MIGRATE\nUPDATE t SET v = 1;\n"
+    assert parse_migration("migrations/20250101_000000_data_t.sql", sql).settings.commit_backoff == 2
+    assert parse_migration("migrations/20250101_000000_data_t.sql", b"-- Phase 2: MIGRATE\nUPDATE t SET v = 1;\n"
+                           ).settings.commit_backoff == 4
+    ts = b"export default { id: 'x', settings: { commitBackoff: 0 }, phases: {} };"
+    assert parse_migration("a/x.ts", ts).settings.commit_backoff == 0
+    with pytest.raises(ParseError) as info:
+        parse_migration("migrations/20250101_000000_data_t.sql", b"-- Commit-Backoff: -1\n-- Phase 2: MIGRATE\n"
+                        b"UPDATE t SET v = 1;\n")
+    assert (info.value.line, info.value.field) == (1, "Commit-Backoff") and "negative" in str(info.value)
