@@ -151,7 +151,7 @@ def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, heade
     proj = _project(tmp_path, pg_dsn, 400_000, "-- Batch-Size: 2000\n-- Max-Batch-Ms: 2" + header)
     proc = proj.popen("apply", "--json")
     deadline = time.time() + 60
-    while time.time() < deadline and not (_progress(pg_dsn) and _progress(pg_dsn)[0][0] > 50_000):
+    while time.time() < deadline and not ((rows := _progress(pg_dsn)) and rows[0][0] > 50_000):
         time.sleep(0.01)
     with psycopg.connect(pg_dsn) as other:  # hold the row the next batch's commit moves on
         other.execute("SELECT 1 FROM mreg_backfill_progress FOR UPDATE")
