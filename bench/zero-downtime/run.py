@@ -70,6 +70,53 @@ ALTER TABLE accounts DROP CONSTRAINT accounts_email_verified_nn;
 """
 
 
+class PageCache:
+    """The kernel's dirty page cache (``/proc/meminfo`` Dirty, Writeback) sampled every 20 ms, when the
+    server runs on this machine (Linux): a table's dirty pages are written back by the kernel all at
+    once when the file's oldest dirty page is ``vm.dirty_expire_centisecs`` old, and the application's
+    commits wait behind that burst. ``bursts()``: the moments Dirty fell by more than 32 MB within
+    0.5 s, with how much."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int, int]] = []  # (epoch s, Dirty kB, Writeback kB)
+        self.stop = threading.Event()
+        self.ok = os.path.exists("/proc/meminfo")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        if self.ok:
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.02):
+            vals = {}
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k in ("Dirty", "Writeback"):
+                        vals[k] = int(v.split()[0])
+            self.samples.append((time.time(), vals.get("Dirty", 0), vals.get("Writeback", 0)))
+
+    def bursts(self, since: float, until: float) -> list[tuple[float, float]]:
+        """(time, MB written back) of each fall of Dirty by over 32 MB within 0.5 s, in [since, until]."""
+        out: list[tuple[float, float]] = []
+        xs = [x for x in self.samples if since <= x[0] <= until]
+        j = 0
+        for i, (t, dirty, _) in enumerate(xs):
+            while xs[j][0] < t - 0.5:
+                j += 1
+            top = max(range(j, i + 1), key=lambda k: xs[k][1])
+            fell = (xs[top][1] - dirty) / 1024
+            if fell > 32 and not (out and xs[top][0] - out[-1][0] < 1.0):
+                out.append((xs[top][0], round(fell)))
+            elif fell > 32 and out and fell > out[-1][1]:
+                out[-1] = (out[-1][0], round(fell))
+        return out
+
+    def peak_mb(self, since: float, until: float) -> float:
+        return round(max((d for t, d, _ in self.samples if since <= t <= until), default=0) / 1024, 1)
+
+
 class Load:
     """A steady read/write load: each worker a bounded loop at a fixed rate; latencies in windows."""
 
@@ -244,15 +291,25 @@ def one_round(dsn: str, work: Path, args) -> dict:
     build_s = build_table(dsn, args.rows)
     print(f"table of {args.rows} rows built in {build_s:.1f}s", flush=True)
     load = Load(dsn, args.workers, args.rate, args.rows)
+    cache = PageCache()  # meaningful when the server runs here (the default pgserver, a loopback --dsn)
+    marks = {}
     load.set_window("warmup")
+    cache.start()
     load.start()
     time.sleep(3)
+    marks["baseline"] = time.time()
     load.set_window("baseline")
     time.sleep(args.baseline)
+    marks["migration"] = time.time()
     load.set_window("migration")
-    mig_s, log, batch_records = run_mreg(dsn, work / f"mreg-{time.monotonic_ns()}", args,
-                                         done=lambda: load.set_window("after"))
+
+    def done() -> None:
+        marks["after"] = time.time()
+        load.set_window("after")
+
+    mig_s, log, batch_records = run_mreg(dsn, work / f"mreg-{time.monotonic_ns()}", args, done=done)
     time.sleep(1)
+    cache.stop.set()
     load.stop.set()
     for t in load.threads:
         t.join(10)
@@ -286,6 +343,8 @@ def one_round(dsn: str, work: Path, args) -> dict:
     checkpoints = [s for s in log if s["type"] == "batch_checkpoint" and "backfill" in s["details"]]
     keys = sorted(r["data"]["keys"] for r in batch_records)
     batch_ms = sorted(r["data"]["ms"] for r in batch_records)
+    statement_ms = sorted(r["data"].get("statement_ms", 0) for r in batch_records)
+    server_ms = sorted(r["data"]["server_ms"] for r in batch_records if "server_ms" in r["data"])
     backfill_rows = checkpoints[-1]["details"]["backfill"]["rows"] if checkpoints else 0
     backfill_ms = phase_ms("migrate") or 1
     retries = [s["details"].get("attempt", 1) for s in log if s["type"] == "apply_started"]
@@ -299,6 +358,15 @@ def one_round(dsn: str, work: Path, args) -> dict:
         during["over_goal_ops"] = [[round(t - t0, 3), kind, round(ms, 2)] for t, kind, ms in over[:60]]
         during["phase_spans_s"] = {p: [round(a - t0, 3), round((b or a) - t0, 3)]
                                    for p, (a, b) in phase_spans(log).items()}
+        if cache.ok:  # the kernel's writeback bursts, and the operations over the goal that ended in one
+            bursts = cache.bursts(marks["migration"], marks["after"])
+            near = [o for o in over if any(b - 0.2 <= o[0] <= b + 1.0 for b, _ in bursts)]
+            during["page_cache"] = {
+                "dirty_peak_mb": cache.peak_mb(marks["migration"], marks["after"]),
+                "writeback_bursts": [[round(b - t0, 2), mb] for b, mb in bursts],
+                "over_goal_ops_in_bursts": len(near), "over_goal_ops": len(over),
+                "baseline_dirty_peak_mb": cache.peak_mb(marks["baseline"], marks["migration"]),
+                "baseline_writeback_bursts": len(cache.bursts(marks["baseline"], marks["migration"]))}
     backfill_rps = backfill_rows / (backfill_ms / 1000)
     plain_rps = plain_rows / plain_s
     return {
@@ -312,6 +380,8 @@ def one_round(dsn: str, work: Path, args) -> dict:
                       "batch_keys_median": keys[len(keys) // 2] if keys else 0,
                       "batch_ms_median": batch_ms[len(batch_ms) // 2] if batch_ms else 0,
                       "batch_ms_p99": batch_ms[int(0.99 * len(batch_ms))] if batch_ms else 0,
+                      "statement_ms_median": statement_ms[len(statement_ms) // 2] if statement_ms else 0,
+                      "server_ms_median": server_ms[len(server_ms) // 2] if server_ms else None,
                       "backoffs": sum(1 for r in batch_records if "backoff_ms" in r["data"]),
                       "backoff_ms": round(sum(r["data"].get("backoff_ms", 0) for r in batch_records)),
                       "backfill_rows": backfill_rows, "ledger_entries": len(log),
@@ -368,6 +438,11 @@ def main() -> None:
                   f"{r['during_migration'].get('p99_ms')} ms vs baseline {r['baseline'].get('p99_ms')} ms "
                   f"({r['p99_ratio']}x), backfill {r['backfill_rows_per_s']} rows/s vs plain UPDATE "
                   f"{r['plain_update']['rows_per_s']} ({r['backfill_ratio']}x)", flush=True)
+            pc = r["during_migration"].get("page_cache")
+            if pc:
+                print(f"  kernel writeback bursts (s into the migration, MB): {pc['writeback_bursts']}; "
+                      f"{pc['over_goal_ops_in_bursts']} of {pc['over_goal_ops']} operations over the goal "
+                      f"ended in one", flush=True)
     finally:
         if server is not None:
             server.cleanup()

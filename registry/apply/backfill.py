@@ -5,10 +5,11 @@ How one backfill runs (``run``):
 
 - The key range ``[min(key), max(key)]`` is read once; batches walk it in ranges ``[a, b)``.
 - **Size.** Every batch covers at most ``batch_size`` keys. With ``max_batch_ms`` set, the size adapts
-  so that one batch (its transaction, start to commit) lasts about that long: it starts at
-  ``min(batch_size, 100)`` keys, at most doubles after a batch that was quick, and shrinks to the size
-  the last batch's speed says fits. A concurrent writer that hits a row of the running batch waits at
-  most about one batch.
+  so that one batch's ``UPDATE`` lasts about that long on the server (``server_s``: PostgreSQL times it
+  itself, in the batch's own round trip, so neither the trip nor this process's delays shrink the
+  batches): it starts at ``min(batch_size, 100)`` keys, at most doubles after a batch that was quick,
+  and shrinks to the size the last batch's speed says fits. A concurrent writer that hits a row of
+  the running batch waits at most about one batch.
 - **Pauses.** After each batch the engine sleeps ``pause_between_batches`` ms plus, with
   ``duty_cycle`` d < 100 (percent), the batch's own duration times ``(100 - d) / d``: batches then
   take d % of the wall time whatever the server's speed, leaving the rest to the application.
@@ -101,9 +102,10 @@ class Pace:
         ``work`` of them in the batch's statement and ``commit`` in its commit; return the pause (s)
         before the next.
 
-        The size follows the statement's time (what a concurrent writer of the same rows waits for
-        and what fills the WAL); the fixed cost of a transaction (its round trips, the commit's
-        flush) does not shrink the batches, however small ``max_batch_ms`` is. A congested commit
+        The size follows the statement's time (``work``: the server's own time on it where measured;
+        what a concurrent writer of the same rows waits for and what fills the WAL); the fixed cost
+        of a transaction (its round trips, the commit's flush) does not shrink the batches, however
+        small ``max_batch_ms`` is. A congested commit
         (``congested``) adds ``backoff`` times its own duration to the pause, at most
         ``BACKOFF_CAP_S``."""
         if self.max_batch_ms > 0 and keys > 0:
@@ -258,7 +260,8 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                     if extra:
                         s.hold(extra)
                     count = s.run_batch(bf.update, a, b, path=m.path)
-                    work = time.monotonic() - t0
+                    sent = time.monotonic() - t0
+                    work = getattr(s, "server_s", None)  # the server's own time, when measured
                     done = rows + max(count, 0)
                     new_anchor = anchor
                     if ledger:
@@ -283,9 +286,11 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                 raise
         spent = time.monotonic() - t0
         n += 1
-        pause = pace.after(b - a, spent, work, committing)
+        pause = pace.after(b - a, spent, sent if work is None else work, committing)
         data = {"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1),
-                "commit_ms": round(committing * 1000, 1)}
+                "statement_ms": round(sent * 1000, 1), "commit_ms": round(committing * 1000, 1)}
+        if work is not None:
+            data["server_ms"] = round(work * 1000, 2)
         if pace.backed_off:  # the commit waited on a congested server: the pause leaves it to the application
             data["backoff_ms"] = round(pace.backed_off * 1000, 1)
         yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, b - first,

@@ -85,6 +85,9 @@ SHADOW_PREFIX = "mreg_shadow_"
 AUTOVACUUM_GRACE_S = 0.01  # a statement waiting this long is checked for an autovacuum in its way
 AUTOVACUUM_POLL_S = 0.1  # and again this often while it waits
 MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
+# sent after a backfill batch in its query: the server's own time on the query (the statements
+# before it run in the same message, so statement_timestamp() is its arrival)
+SERVER_TIME = "\n;SELECT extract(epoch FROM clock_timestamp() - statement_timestamp())::float8"
 
 
 class PgSession:
@@ -118,6 +121,7 @@ class PgSession:
         self.setup = setup  # [BEGIN, SET LOCAL ...]: not sent yet (they travel with the first statement)
         self.rows: list[MirrorRow] = []  # mirror rows held back (adapters without pipelines)
         self.pipe: Pipeline | None = None  # mirror INSERTs in flight, results not read yet
+        self.server_s: float | None = None  # the server's time on the last execute(timed=True), when known
 
     def _finish_pipe(self, *, ignore_errors: bool = False) -> None:
         """Read the results of the statements in flight; raise the first error (``MirrorConflict``
@@ -163,14 +167,18 @@ class PgSession:
     overlaps = True  # execute(meanwhile=...) runs client work while the server runs the step
 
     def execute(self, step: Step, *, path: str | None = None, params: dict | None = None,
-                savepoint: bool = False, meanwhile=None) -> int:
+                savepoint: bool = False, meanwhile=None, timed: bool = False) -> int:
         """Run one step exactly as written; return the affected row count (-1 if none).
 
         ``savepoint=True`` (transactional sessions) wraps the step in a savepoint,
         so after a ``LockNotAvailable`` the session is still usable and the
         engine may run the step again. ``meanwhile()`` runs after the step is sent and
         before its result is read (before the step, when it goes through psycopg).
+        ``timed=True`` sets ``server_s`` to the server's own time on the step (with the held
+        ``BEGIN``/``SET LOCAL`` sent with it; ``run_timed``), or to None where it is not measured
+        (a step with parameters).
         """
+        self.server_s = None
         step = self.adapter.prepare_step(step, self, path or self.path)
         use_sp = savepoint and self.transactional
         simple = not params and not use_sp and self.adapter.simple_ok(step.content)
@@ -180,6 +188,9 @@ class PgSession:
             meanwhile()
             meanwhile = None
         try:
+            if simple and timed:
+                count, self.server_s = self.adapter.run_timed(self.conn, self._with_held(step.content), meanwhile)
+                return count
             if simple:  # one round trip: BEGIN; SET LOCAL ...; the step
                 return self.adapter.run_simple(self.conn, self._with_held(step.content), meanwhile)
             if use_sp:
@@ -203,9 +214,10 @@ class PgSession:
         """
         name = f"batch [{lo}, {hi})"
         if is_int_key(lo) and is_int_key(hi):
-            return self.execute(Step(content=inline_range(update, lo, hi), name=name, line=line), path=path)
+            return self.execute(Step(content=inline_range(update, lo, hi), name=name, line=line), path=path,
+                                timed=True)
         return self.execute(Step(content=bind_range(update), name=name, line=line), path=path,
-                            params={"lo": lo, "hi": hi})
+                            params={"lo": lo, "hi": hi}, timed=True)
 
     def hold(self, statements: list[str]) -> None:
         """``SET LOCAL`` statements for this transaction, sent with its first statement."""
@@ -647,11 +659,23 @@ class PostgresAdapter:
         ``meanwhile()`` runs once the query is sent, while the server works; the results are
         read after it (also when it raises), so the connection is always left idle.
         """
+        return check_result(conn, self._simple(conn, text, meanwhile)[-1])
+
+    def run_timed(self, conn, text: str, meanwhile=None) -> tuple[int, float]:
+        """``run_simple``, and the seconds the server spent on ``text``: from the query's arrival to
+        the end of its last statement (``clock_timestamp() - statement_timestamp()``, read by a
+        ``SELECT`` sent in the same query), without the round trip and the client's own delays."""
+        *_, counted, timing = self._simple(conn, text + SERVER_TIME, meanwhile, every=True)
+        return check_result(conn, counted), float(timing.get_value(0, 0))
+
+    def _simple(self, conn, text: str, meanwhile=None, every: bool = False) -> list:
+        """Send ``text`` in one simple query; its results (the last one only unless ``every``). The
+        first error raises, except in the one result of ``PQexec`` (``run_simple`` checks it)."""
         pg = conn.pgconn
         data = text.encode(conn.info.encoding)
         watch = self._autovacuum_watch(conn)
-        if meanwhile is None and watch is None:
-            return check_result(conn, pg.exec_(data))
+        if meanwhile is None and watch is None and not every:
+            return [pg.exec_(data)]
         pg.send_query(data)
         while pg.flush():  # non-blocking connection: wait until the query is on its way
             select.select([], [pg.socket], [], 1.0)
@@ -661,14 +685,16 @@ class PostgresAdapter:
             if watch is not None:
                 self._wait_watching(pg, watch)
         finally:
-            last = error = None
+            results, error = [], None
             while (res := pg.get_result()) is not None:
-                last = res
+                results.append(res)
                 if error is None and res.status == FATAL_ERROR:
                     error = res
-        if last is None:
+        if not results:
             raise self.psycopg.OperationalError(pg.get_error_message(conn.info.encoding) or "no result")
-        return check_result(conn, error or last)
+        if error is not None:
+            check_result(conn, error)  # raises
+        return results if every else results[-1:]
 
     # -- autovacuum in the way ------------------------------------------------
     def _autovacuum_watch(self, conn):

@@ -11,7 +11,7 @@ import pytest
 from registry.config import Target
 from registry.model import Settings, Step
 from registry.targets.base import StepFailed
-from registry.targets.postgres import PostgresAdapter, dbname_of
+from registry.targets.postgres import SERVER_TIME, PostgresAdapter, dbname_of
 from registry.targets.sqlcommon import (
     ConnectionLost,
     LockNotAvailable,
@@ -184,22 +184,49 @@ def test_integer_batch_travels_with_its_begin_in_one_round_trip(pg):
     pg.conn.execute("INSERT INTO t SELECT g, 0 FROM generate_series(-5, 20) g")
     pg.conn.execute("INSERT INTO progress VALUES (1, -5)")
     sent: list[str] = []
-    real = pg.run_simple
+    real = pg._simple
 
-    def spy(conn, text, meanwhile=None):
+    def spy(conn, text, meanwhile=None, every=False):
         sent.append(text)
-        return real(conn, text, meanwhile)
+        return real(conn, text, meanwhile, every)
 
-    pg.run_simple = spy
+    pg._simple = spy
     with pg.session(transactional=True, lock_timeout_ms=1500) as s:
         assert s.run_batch("UPDATE t SET v = v + 1 WHERE id >= :lo AND id-:lo >= 0 AND id < :hi", -5, 10) == 15
+        assert 0 < s.server_s < 1
         s.commit(last="UPDATE progress SET next_key = 10 WHERE k = 1")
     assert len(sent) == 2
     assert sent[0].startswith("BEGIN; SET LOCAL lock_timeout") and "id >= (-5) AND id-(-5) >= 0 AND id < 10" in sent[0]
+    assert sent[0].endswith(SERVER_TIME)  # the server's own time on the batch comes back in the same trip
     assert sent[1] == "UPDATE progress SET next_key = 10 WHERE k = 1;\nCOMMIT"
-    pg.run_simple = real
+    pg._simple = real
     assert pg.conn.execute("SELECT sum(v), min(id) FILTER (WHERE v = 1) FROM t").fetchone() == (15, -5)
     assert pg.conn.execute("SELECT next_key FROM progress").fetchone()[0] == 10
+
+
+def test_a_batchs_server_time_leaves_out_the_round_trip_and_the_clients_delays(pg):
+    """``run_timed`` reports the server's time on a query, from its arrival to its last statement's
+    end: here the server sleeps 50 ms and the client reads the answer only 300 ms after sending it.
+    A batch whose statement ends with a comment is still timed; a failing one raises its error and
+    leaves the connection usable."""
+    t0 = time.monotonic()
+    count, server = pg.run_timed(pg.conn, "SELECT pg_sleep(0.05)", meanwhile=lambda: time.sleep(0.3))
+    client = time.monotonic() - t0
+    assert count == 1 and 0.05 <= server < 0.2 and client >= 0.3, (server, client)
+    pg.conn.execute("CREATE TABLE tt (id int PRIMARY KEY)")
+    pg.conn.execute("INSERT INTO tt SELECT generate_series(1, 10)")
+    with pg.session(transactional=True) as s:
+        assert s.run_batch("UPDATE tt SET id = id WHERE id >= :lo AND id < :hi -- to the end", 2, 5) == 3
+        assert s.server_s is not None and s.server_s < 1
+        s.commit()
+    with pytest.raises(StepFailed, match="division by zero"):
+        with pg.session(transactional=True) as s:
+            s.run_batch("UPDATE tt SET id = id / 0 WHERE id >= :lo AND id < :hi", 1, 3)
+    with pg.session(transactional=True) as s:  # bounds bound as parameters: not timed
+        assert s.run_batch("UPDATE tt SET id = id WHERE id >= :lo AND id < :hi", "1", "3") == 2
+        assert s.server_s is None
+        s.commit()
+    assert pg.conn.execute("SELECT count(*) FROM tt").fetchone()[0] == 10
 
 
 def test_commit_last_statement_in_every_path_and_a_refused_one_commits_nothing(pg):
