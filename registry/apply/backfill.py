@@ -38,7 +38,11 @@ How one backfill runs (``run``):
   transaction sets ``wal_compression`` (lz4 where available) for itself alone, where the role may
   (``PostgresAdapter.backfill_settings``). Off by default: on the zero-downtime benchmark it cut
   the backfill's speed from 0.56–0.59x to 0.38–0.40x of a plain UPDATE (the compression's CPU on a
-  2-core machine) and the application's p99 was no better (3.5–4.7x against 2.7–5.6x).
+  2-core machine) and the application's p99 was no better (3.5–4.7x against 2.7–5.6x). With the
+  target option ``backfill_flush_writes`` (default true) each batch sets ``backend_flush_after`` (256
+  kB) where the server leaves it at 0: the pages the batch's backend evicts go to the kernel's
+  writeback at once, instead of piling up dirty until Linux writes the file's dirty pages in one
+  burst (``vm.dirty_expire_centisecs`` after the first), a stall of every commit of the application.
 - **Commits.** Every batch commits synchronously (the server's ``synchronous_commit``). Committing the
   batches that carry no ledger event with ``synchronous_commit = off`` would keep the ledger honest (a
   server crash loses such a batch together with its progress row, and the resume runs it again; a

@@ -84,6 +84,7 @@ FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR (psycopg is imported lazily
 SHADOW_PREFIX = "mreg_shadow_"
 AUTOVACUUM_GRACE_S = 0.01  # a statement waiting this long is checked for an autovacuum in its way
 AUTOVACUUM_POLL_S = 0.1  # and again this often while it waits
+BACKFILL_FLUSH_AFTER = 32  # pages (256 kB): a backfill batch's backend_flush_after
 MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
 # sent after a backfill batch in its query: the server's own time on the query (the statements
 # before it run in the same message, so statement_timestamp() is its arrival)
@@ -903,20 +904,29 @@ class PostgresAdapter:
         - ``wal_compression`` (option ``backfill_wal_compression``, default false; lz4 where the
           server has it, else pglz), when the server does not compress already: a batch rewrites
           whole pages, and the first change of a page after a checkpoint logs the page whole.
+        - ``backend_flush_after = 32`` (option ``backfill_flush_writes``, default true; any role may
+          set it), when the server's is 0 (its default): the pages this backend writes out of
+          shared buffers (a backfill evicts the table's and the index's pages by the thousand) are
+          handed to the kernel's writeback every 256 kB, instead of staying dirty in the page cache
+          until the kernel writes a file's dirty pages all at once (``vm.dirty_expire_centisecs``
+          after the first) — on the benchmark ~200 MB in 0.3 s, a stall of every commit of the
+          application.
         """
         if self._backfill_settings is None:
             self._backfill_settings = []
             wanted = {"wal_init_zero": self.target.flag("backfill_sparse_wal", True),
-                      "wal_compression": self.target.flag("backfill_wal_compression", False)}
+                      "wal_compression": self.target.flag("backfill_wal_compression", False),
+                      "backend_flush_after": self.target.flag("backfill_flush_writes", True)}
             names = [n for n, on in wanted.items() if on]
             if not names:
                 return self._backfill_settings
             try:
                 with self.conn.transaction():
                     rows = self.conn.execute(
-                        "SELECT name, setting, enumvals, (SELECT rolsuper FROM pg_roles WHERE rolname = "
-                        "current_user) FROM pg_settings WHERE name = ANY(%s) ORDER BY name DESC", (names,)).fetchall()
-                    allowed = {name: bool(rolsuper) for name, _, _, rolsuper in rows}
+                        "SELECT name, setting, enumvals, context = 'user' OR (SELECT rolsuper FROM pg_roles "
+                        "WHERE rolname = current_user) FROM pg_settings WHERE name = ANY(%s) ORDER BY name DESC",
+                        (names,)).fetchall()
+                    allowed = {name: bool(may) for name, _, _, may in rows}
                     if self.conn.info.server_version >= 150000:
                         for name in allowed:
                             allowed[name] = allowed[name] or self.conn.execute(
@@ -931,6 +941,8 @@ class PostgresAdapter:
                 elif name == "wal_compression" and setting == "off":
                     method = "lz4" if values and "lz4" in values else "pglz"
                     self._backfill_settings.append(f"SET LOCAL wal_compression = {method}")
+                elif name == "backend_flush_after" and setting == "0":
+                    self._backfill_settings.append(f"SET LOCAL backend_flush_after = {BACKFILL_FLUSH_AFTER}")
         return self._backfill_settings
 
     @server_errors("reading the backfill range")

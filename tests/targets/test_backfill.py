@@ -206,6 +206,7 @@ def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_
 def test_batch_settings_follow_the_options_and_the_roles_privileges(pg_dsn):
     """A superuser (the test server's) gets SET LOCAL wal_init_zero = off in every batch unless
     backfill_sparse_wal = false, and SET LOCAL wal_compression with backfill_wal_compression = true;
+    every role gets backend_flush_after = 32 unless backfill_flush_writes = false or it is set already;
     a role without the privilege gets nothing (and no error), one granted SET ON PARAMETER gets that
     setting; a server compressing already needs no wal_compression."""
     import uuid
@@ -226,21 +227,24 @@ def test_batch_settings_follow_the_options_and_the_roles_privileges(pg_dsn):
     methods = pg_rows(pg_dsn, "SELECT enumvals FROM pg_settings WHERE name = 'wal_compression'")[0][0]
     compress = f"SET LOCAL wal_compression = {'lz4' if 'lz4' in methods else 'pglz'}"
     sparse = "SET LOCAL wal_init_zero = off"
+    flush = "SET LOCAL backend_flush_after = 32"
     on = {"backfill_wal_compression": True}
-    assert settings(pg_dsn) == [sparse]
-    assert settings(pg_dsn, **on) == [sparse, compress]
-    assert settings(pg_dsn, backfill_sparse_wal=False) == []
-    assert settings(pg_dsn, backfill_sparse_wal="off", **on) == [compress]
+    assert settings(pg_dsn) == [sparse, flush]
+    assert settings(pg_dsn, **on) == [sparse, compress, flush]
+    assert settings(pg_dsn, backfill_sparse_wal=False) == [flush]
+    assert settings(pg_dsn, backfill_sparse_wal="off", backfill_flush_writes=False, **on) == [compress]
+    assert settings(pg_dsn, backfill_sparse_wal=False, backfill_flush_writes="no") == []
     role = "nobody_" + uuid.uuid4().hex[:6]
     pg_rows(pg_dsn, f"CREATE ROLE {role} LOGIN")
     try:
-        assert settings(make_conninfo(pg_dsn, user=role), **on) == []
+        assert settings(make_conninfo(pg_dsn, user=role), **on) == [flush]  # any role may set that one
         pg_rows(pg_dsn, f"GRANT SET ON PARAMETER wal_compression TO {role}")
-        assert settings(make_conninfo(pg_dsn, user=role), **on) == [compress]
+        assert settings(make_conninfo(pg_dsn, user=role), **on) == [compress, flush]
         pg_rows(pg_dsn, f"GRANT SET ON PARAMETER wal_init_zero TO {role}")
-        assert settings(make_conninfo(pg_dsn, user=role)) == [sparse]
+        assert settings(make_conninfo(pg_dsn, user=role)) == [sparse, flush]
         db = conninfo_to_dict(pg_dsn).get("dbname")
         pg_rows(pg_dsn, f"ALTER ROLE {role} IN DATABASE {db} SET wal_compression = pglz")
+        pg_rows(pg_dsn, f"ALTER ROLE {role} IN DATABASE {db} SET backend_flush_after = 64")  # a DBA's choice stays
         assert settings(make_conninfo(pg_dsn, user=role), **on) == [sparse]
     finally:
         pg_rows(pg_dsn, f"REVOKE SET ON PARAMETER wal_compression FROM {role}")
@@ -251,13 +255,17 @@ def test_batch_settings_follow_the_options_and_the_roles_privileges(pg_dsn):
 
 @pytest.mark.parametrize("sparse", [True, False])
 def test_every_batch_runs_with_its_settings(tmp_path, pg_dsn, sparse):
-    """The batches' own transactions carry the settings: the UPDATE reads wal_init_zero itself."""
+    """The batches' own transactions carry the settings: the UPDATE reads wal_init_zero and
+    backend_flush_after itself."""
     proj = _project(tmp_path, pg_dsn, 900, "-- Batch-Size: 100",
-                    update="v = CASE current_setting('wal_init_zero') WHEN 'off' THEN 1 ELSE 2 END")
+                    update="v = CASE current_setting('wal_init_zero') WHEN 'off' THEN 1 ELSE 2 END "
+                           "+ CASE current_setting('backend_flush_after') WHEN '256kB' THEN 10 ELSE 20 END")
     if not sparse:
         toml = proj.root / "mreg.toml"
-        toml.write_text(toml.read_text() + "\n[targets.main.options]\nbackfill_sparse_wal = false\n")
+        toml.write_text(toml.read_text() + "\n[targets.main.options]\nbackfill_sparse_wal = false\n"
+                                           "backfill_flush_writes = false\n")
     code, out, err = proj.run("apply")
     assert code == 0, err
-    assert pg_rows(pg_dsn, "SELECT v, count(*) FROM items GROUP BY v") == [(1 if sparse else 2, 900)]
-    assert pg_rows(pg_dsn, "SHOW wal_init_zero") == [("on",)]  # the server's own setting untouched
+    assert pg_rows(pg_dsn, "SELECT v, count(*) FROM items GROUP BY v") == [(11 if sparse else 22, 900)]
+    assert pg_rows(pg_dsn, "SHOW wal_init_zero") == [("on",)]  # the server's own settings untouched
+    assert pg_rows(pg_dsn, "SHOW backend_flush_after") == [("0",)]
