@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import REPO, PageCache, build_table  # noqa: E402
+from run import REPO, PageCache, build_table, meminfo  # noqa: E402
 
 VARIANTS = {"default": [], "flush": ["SET LOCAL backend_flush_after = 32"]}
 UPDATE = ("UPDATE accounts SET email_verified = (email_confirmed_at IS NOT NULL) "
@@ -33,11 +33,7 @@ UPDATE = ("UPDATE accounts SET email_verified = (email_confirmed_at IS NOT NULL)
 
 
 def dirty_mb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("Dirty:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    return round(meminfo("Dirty")["Dirty"] / 1024, 1)
 
 
 def fsync_files(pattern: str) -> None:

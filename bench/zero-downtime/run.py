@@ -70,6 +70,17 @@ ALTER TABLE accounts DROP CONSTRAINT accounts_email_verified_nn;
 """
 
 
+def meminfo(*keys: str) -> dict[str, int]:
+    """``/proc/meminfo``'s values (kB) for ``keys``; 0 for one that is not there."""
+    found = dict.fromkeys(keys, 0)
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in found:
+                found[k] = int(v.split()[0])
+    return found
+
+
 class PageCache:
     """The kernel's dirty page cache (``/proc/meminfo`` Dirty, Writeback) sampled every 20 ms, when the
     server runs on this machine (Linux): a table's dirty pages are written back by the kernel all at
@@ -89,13 +100,8 @@ class PageCache:
 
     def _run(self) -> None:
         while not self.stop.wait(0.02):
-            vals = {}
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    k, _, v = line.partition(":")
-                    if k in ("Dirty", "Writeback"):
-                        vals[k] = int(v.split()[0])
-            self.samples.append((time.time(), vals.get("Dirty", 0), vals.get("Writeback", 0)))
+            vals = meminfo("Dirty", "Writeback")
+            self.samples.append((time.time(), vals["Dirty"], vals["Writeback"]))
 
     def bursts(self, since: float, until: float) -> list[tuple[float, float]]:
         """(time, MB written back) of each fall of Dirty by over 32 MB within 0.5 s, in [since, until]."""

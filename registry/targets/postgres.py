@@ -189,11 +189,12 @@ class PgSession:
             meanwhile()
             meanwhile = None
         try:
-            if simple and timed:
-                count, self.server_s = self.adapter.run_timed(self.conn, self._with_held(step.content), meanwhile)
-                return count
             if simple:  # one round trip: BEGIN; SET LOCAL ...; the step
-                return self.adapter.run_simple(self.conn, self._with_held(step.content), meanwhile)
+                text = self._with_held(step.content)
+                if not timed:
+                    return self.adapter.run_simple(self.conn, text, meanwhile)
+                count, self.server_s = self.adapter.run_timed(self.conn, text, meanwhile)
+                return count
             if use_sp:
                 self.conn.execute("SAVEPOINT mreg_step")
             cur = self.conn.execute(step.content, params) if params else self.conn.execute(step.content)
