@@ -43,6 +43,15 @@ How one backfill runs (``run``):
   kB) where the server leaves it at 0: the pages the batch's backend evicts go to the kernel's
   writeback at once, instead of piling up dirty until Linux writes the file's dirty pages in one
   burst (``vm.dirty_expire_centisecs`` after the first), a stall of every commit of the application.
+- **One round trip.** A batch without a ledger event (integer keys) sends ``BEGIN``, its ``SET
+  LOCAL``s, ``SELECT mreg_backfill_batch(<its UPDATE, dollar-quoted>, <the row's key>, <next key>)``
+  and ``COMMIT`` in one simple query (``PgSession.run_batch_committing``): the PL/pgSQL function
+  (``_FUNCTION``, made by ``_Rows.ensure`` in the mirror schema) runs the statement, moves the
+  progress row on by its row count and returns the count; the server times the batch and the
+  ``COMMIT`` in the same query. A batch with a ledger event needs its count before the event is
+  signed, so it takes two trips (the ``UPDATE``; the progress row, the event's mirror row and
+  ``COMMIT``), as does every batch where the function cannot be made or with the target option
+  ``backfill_one_trip = false``.
 - **Commits.** Every batch commits synchronously (the server's ``synchronous_commit``). Committing the
   batches that carry no ledger event with ``synchronous_commit = off`` would keep the ledger honest (a
   server crash loses such a batch together with its progress row, and the resume runs it again; a
@@ -53,6 +62,7 @@ How one backfill runs (``run``):
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -80,6 +90,15 @@ _ADVANCE = ("UPDATE {s}." + PROGRESS_TABLE + " SET anchor = %(anchor)s, next_key
             "AND tenant = %(tenant)s")
 _DELETE = ("DELETE FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s AND migration_id = %(mid)s "
            "AND phase = %(phase)s AND tenant = %(tenant)s")
+# runs one batch and moves the progress row on, in the batch's transaction: the batch, its progress
+# and its COMMIT then travel in one round trip (``_Rows.call``); the count is the batch's own
+BATCH_FUNCTION = "mreg_backfill_batch"
+_FUNCTION = ("CREATE OR REPLACE FUNCTION {s}." + BATCH_FUNCTION + "(batch text, p_origin text, p_mid text, "
+             "p_phase text, p_tenant text, p_next bigint) RETURNS bigint LANGUAGE plpgsql AS $mreg_fn$\n"
+             "DECLARE n bigint;\nBEGIN\n  EXECUTE batch;\n  GET DIAGNOSTICS n = ROW_COUNT;\n"
+             "  UPDATE {s}." + PROGRESS_TABLE + " SET next_key = p_next, rows_done = rows_done + n, updated_at = NOW() "
+             "WHERE origin = p_origin AND migration_id = p_mid AND phase = p_phase AND tenant = p_tenant;\n"
+             "  RETURN n;\nEND\n$mreg_fn$")
 _SELECT = ("SELECT anchor, next_key, rows_done FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s "
            "AND migration_id = %(mid)s AND phase = %(phase)s AND tenant = %(tenant)s")
 
@@ -98,7 +117,8 @@ class Pace:
     def __post_init__(self) -> None:
         self.cap = max(1, int(self.cap))
         self.size = min(self.cap, FIRST_BATCH) if self.max_batch_ms > 0 else self.cap
-        self.commits: deque[float] = deque(maxlen=BACKOFF_WINDOW)  # the recent uncongested commits (s)
+        self.commits: deque[float] = deque()  # the recent uncongested commits (s), oldest first
+        self._sorted: list[float] = []  # the same, in order (congested() reads their median every batch)
         self.backed_off = 0.0  # the backoff in the last pause (s)
 
     def after(self, keys: int, seconds: float, work: float | None = None, commit: float | None = None) -> float:
@@ -124,7 +144,10 @@ class Pace:
                 self.backed_off = min(BACKOFF_CAP_S, self.backoff * commit)
                 pause += self.backed_off
             else:
+                if len(self.commits) == BACKOFF_WINDOW:
+                    del self._sorted[bisect.bisect_left(self._sorted, self.commits.popleft())]
                 self.commits.append(commit)
+                bisect.insort(self._sorted, commit)
         return pause
 
     def congested(self, commit: float) -> bool:
@@ -133,7 +156,7 @@ class Pace:
         over ``BACKOFF_FLOOR_S`` (never before ``BACKOFF_MIN_SAMPLES`` of them)."""
         if len(self.commits) < BACKOFF_MIN_SAMPLES:
             return False
-        usual = sorted(self.commits)[len(self.commits) // 2]
+        usual = self._sorted[len(self._sorted) // 2]
         return commit > max(BACKOFF_RATIO * usual, BACKOFF_FLOOR_S)
 
 
@@ -169,12 +192,45 @@ class _Rows:
     def __init__(self, adapter, origin: str, entry) -> None:
         self.schema = adapter.mirror_schema
         self.key = {"origin": origin, "mid": entry.migration.id, "phase": entry.phase, "tenant": entry.tenant or ""}
+        self._advance: str | None = None  # advance_sql's statement, the key quoted, the values to fill in
+        self._anchor: tuple[str | None, str] = (None, "")  # the last anchor and its literal
+        self.function: str | None = None  # the batch function, once ensure() made it
+        self._call: tuple[str, str] | None = None  # call()'s text around the batch, the key quoted
 
     def _step(self, sql: str) -> Step:
         return Step(content=sql.format(s=self.schema), name="backfill progress")
 
-    def ensure(self, session) -> None:
+    def ensure(self, session, function: bool = True) -> None:
+        """Create the progress table, and (``function``) the batch function where the target allows
+        it (PL/pgSQL, the right to create functions in the mirror schema): else ``call`` is None and
+        every batch takes two round trips."""
         session.execute(self._step(_DDL))
+        self.function = None
+        if function:
+            try:
+                session.execute(self._step(_FUNCTION))
+                self.function = f"{self.schema}.{BATCH_FUNCTION}"
+            except StepFailed:
+                pass
+
+    def call(self, session, next_key: int):
+        """For ``run_batch_committing``: the batch's statement (dollar-quoted, with a tag it does not
+        contain) in a call of the batch function that moves the row to ``next_key``; None without
+        the function. The row's key is quoted once per backfill."""
+        if self.function is None:
+            return None
+        if self._call is None:
+            quoted = ", ".join(session.literal(v) for v in self.key.values())
+            self._call = (f"{self.function}(", f", {quoted}, ")
+        head, tail = self._call
+
+        def wrap(text: str) -> str:
+            tag = "$mreg_batch$"
+            while (text + tag).find(tag) != len(text):  # the first one after the text must be the closing tag
+                tag = tag[:-1] + "_$"
+            return f"{head}{tag}{text}{tag}{tail}{int(next_key)})"
+
+        return wrap
 
     def read(self, session) -> tuple[str, int, int] | None:
         rows = session.query(_SELECT.format(s=self.schema), self.key)
@@ -190,8 +246,18 @@ class _Rows:
     def advance_sql(self, session, anchor: str, next_key: int, rows: int) -> str:
         """The statement that moves the row on (it exists: ``write`` made it before the first batch;
         cheaper than an upsert), without parameters (values as literals) for ``commit(last=)``: the
-        row moves on in the commit's round trip."""
-        return self._inline(session, _ADVANCE, {"anchor": anchor, "next": int(next_key), "rows": int(rows)})
+        row moves on in the commit's round trip.
+
+        Built once per backfill with the row's key quoted (quoting through psycopg cost more client
+        time than the rest of a batch's own work); each batch fills in two integers and the anchor,
+        quoted again only when it changes."""
+        if self._advance is None:
+            quoted = {k: session.literal(v).replace("%", "%%") for k, v in self.key.items()}
+            self._advance = _ADVANCE.format(s=self.schema) % {**quoted, "anchor": "%(anchor)s", "next": "%(next)d",
+                                                              "rows": "%(rows)d"}
+        if self._anchor[0] != anchor:
+            self._anchor = (anchor, session.literal(anchor))
+        return self._advance % {"anchor": self._anchor[1], "next": int(next_key), "rows": int(rows)}
 
     def delete_sql(self, session) -> str:
         return self._inline(session, _DELETE, {})
@@ -207,14 +273,14 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
     ``details_of(**more)`` builds an event's details; ``retries`` is the lock-timeout retry budget.
     Raises StepFailed with ``backfill_next`` in its data.
     """
-    from registry.targets.sqlcommon import batches
+    from registry.targets.sqlcommon import batches, is_int_key
 
     m = entry.migration
     bf = m.backfill
     st = m.settings
     progress = _Rows(adapter, log.origin, entry)
     with session_of(False) as s:
-        progress.ensure(s)
+        progress.ensure(s, function=adapter.target.flag("backfill_one_trip", True))
     rng = adapter.backfill_range(bf.table, bf.key)
     if rng is None:
         with session_of(False) as s:
@@ -263,6 +329,12 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                 with session_of(True) as s:
                     if extra:
                         s.hold(extra)
+                    call = None if ledger or not is_int_key(a) else progress.call(s, b)
+                    if call is not None:  # no ledger event: batch, progress row and COMMIT in one round trip
+                        count, work, committing = s.run_batch_committing(bf.update, a, b, call, path=m.path)
+                        rows, sent, trips = rows + max(count, 0), time.monotonic() - t0, 1
+                        break
+                    trips = 2
                     count = s.run_batch(bf.update, a, b, path=m.path)
                     sent = time.monotonic() - t0
                     work = getattr(s, "server_s", None)  # the server's own time, when measured
@@ -292,7 +364,7 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
         n += 1
         pause = pace.after(b - a, spent, sent if work is None else work, committing)
         data = {"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1),
-                "statement_ms": round(sent * 1000, 1), "commit_ms": round(committing * 1000, 1)}
+                "statement_ms": round(sent * 1000, 1), "commit_ms": round(committing * 1000, 1), "trips": trips}
         if work is not None:
             data["server_ms"] = round(work * 1000, 2)
         if pace.backed_off:  # the commit waited on a congested server: the pause leaves it to the application

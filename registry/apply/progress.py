@@ -32,8 +32,8 @@ class Progress:
     def as_dict(self) -> dict:
         """The fields that are set (``data`` copied deep, as ``dataclasses.asdict`` would)."""
         out = {k: v for k, v in ((f, getattr(self, f)) for f in _FIELDS) if v not in (None, "")}
-        if self.data:
-            out["data"] = deepcopy(self.data)
+        if self.data:  # a backfill's batch_done (one a millisecond) is flat: copied without deepcopy's walk
+            out["data"] = {k: deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in self.data.items()}
         return out
 
 

@@ -88,7 +88,8 @@ BACKFILL_FLUSH_AFTER = 32  # pages (256 kB): a backfill batch's backend_flush_af
 MIRROR_CHUNKS = (16, 2, 1)  # rows per prepared mirror INSERT (the largest that fits goes first)
 # sent after a backfill batch in its query: the server's own time on the query (the statements
 # before it run in the same message, so statement_timestamp() is its arrival)
-SERVER_TIME = "\n;SELECT extract(epoch FROM clock_timestamp() - statement_timestamp())::float8"
+ELAPSED = "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8"
+SERVER_TIME = "\n;SELECT " + ELAPSED
 
 
 class PgSession:
@@ -220,6 +221,27 @@ class PgSession:
                                 timed=True)
         return self.execute(Step(content=bind_range(update), name=name, line=line), path=path,
                             params={"lo": lo, "hi": hi}, timed=True)
+
+    def run_batch_committing(self, update: str, lo: int, hi: int, call, *, path: str | None = None,
+                             line: int = 0) -> tuple[int, float, float]:
+        """Run a backfill batch over the integer range ``[lo, hi)`` and commit it, in one round trip:
+        the held ``BEGIN``/``SET LOCAL``, ``SELECT call(batch)`` (``call`` wraps the batch's statement
+        in a call of a function that runs it, moves the progress row on and returns the row count),
+        ``COMMIT``. Return (row count, the server's seconds up to the end of the batch, its seconds on
+        the ``COMMIT``), both timed by the server in the same query. On an error nothing is committed
+        and the session rolls back as it ends."""
+        step = self.adapter.prepare_step(Step(content=inline_range(update, lo, hi), name=f"batch [{lo}, {hi})",
+                                              line=line), self, path or self.path)
+        if self.pipe is not None or self.rows:
+            self._send_held()
+        text = self._with_held(f"SELECT {call(step.content)}, {ELAPSED};\nCOMMIT;\nSELECT {ELAPSED}")
+        try:
+            *_, ran, _, total = self.adapter._simple(self.conn, text, every=True)
+        except self.adapter.psycopg.Error as exc:
+            raise step_failed(exc, step, target=self.adapter.target.name, path=path or self.path) from None
+        self.done = True
+        work = float(ran.get_value(0, 1))
+        return int(ran.get_value(0, 0)), work, max(0.0, float(total.get_value(0, 0)) - work)
 
     def hold(self, statements: list[str]) -> None:
         """``SET LOCAL`` statements for this transaction, sent with its first statement."""

@@ -237,11 +237,17 @@ def _json(value) -> bytes:
         return json.dumps(value).encode()
 
 
+_RESULT_OK = (1, 2, 0)  # pq.ExecStatus COMMAND_OK, TUPLES_OK, EMPTY_QUERY (psycopg is imported lazily)
+
+
 def check_result(conn, res) -> int:
     """Raise the psycopg error a libpq result carries (as ``conn.execute`` would); else its row count or -1."""
+    status = res.status
+    if status in _RESULT_OK:  # the common case first: a backfill checks two results a millisecond
+        n = res.command_tuples
+        return -1 if n is None else n
     from psycopg import errors, pq
 
-    status = res.status
     if status == pq.ExecStatus.FATAL_ERROR:
         if conn.pgconn.status != pq.ConnStatus.OK and not res.error_field(pq.DiagnosticField.SQLSTATE):
             raise errors.OperationalError(res.get_error_message(conn.info.encoding) or "the connection was lost")

@@ -141,26 +141,45 @@ def test_batches_bounded_in_time_and_the_duty_cycle(tmp_path, pg_dsn):
     assert pg_rows(pg_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
 
 
-@pytest.mark.parametrize("header, backs_off", [("", True), ("\n-- Commit-Backoff: 0", False)])
-def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, header, backs_off):
-    """A batch whose commit waits (here on the progress row, locked for 0.3 s by another session; in
-    production on a congested WAL flush) is followed by a pause of Commit-Backoff (default 4) times
-    that wait, at most 0.5 s: the engine leaves the server to the application. Not with 0."""
+@pytest.mark.parametrize("header, backs_off, one_trip", [("", True, True), ("\n-- Commit-Backoff: 0", False, True),
+                                                      ("", True, False)])
+def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, header, backs_off, one_trip):
+    """A batch whose COMMIT waits (here a deferred constraint trigger on the row with key 200,000
+    waits for an advisory lock another session holds for 0.3 s; in production a congested WAL flush)
+    is followed by a pause of Commit-Backoff (default 4) times that wait, at most 0.5 s: the engine
+    leaves the server to the application. Not with 0. The same whether the batch commits in its own
+    round trip (the server times the COMMIT) or in a second one (``backfill_one_trip = false``)."""
     import psycopg
 
     proj = _project(tmp_path, pg_dsn, 400_000, "-- Batch-Size: 2000\n-- Max-Batch-Ms: 2" + header)
-    proc = proj.popen("apply", "--json")
-    deadline = time.time() + 60
-    while time.time() < deadline and not ((rows := _progress(pg_dsn)) and rows[0][0] > 50_000):
-        time.sleep(0.01)
-    with psycopg.connect(pg_dsn) as other:  # hold the row the next batch's commit moves on
-        other.execute("SELECT 1 FROM mreg_backfill_progress FOR UPDATE")
+    proj.write("20250101_000001_schema_items.sql", """
+        -- Phase 1: EXPAND
+        CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0);
+        INSERT INTO items (id) SELECT g FROM generate_series(1, 400000) AS g;
+        CREATE FUNCTION items_wait() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER items_wait AFTER UPDATE ON items DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.id = 200000) EXECUTE FUNCTION items_wait();
+    """)
+    if not one_trip:
+        toml = proj.root / "mreg.toml"
+        toml.write_text(toml.read_text() + "\n[targets.main.options]\nbackfill_one_trip = false\n")
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(4242)")
+        proc = proj.popen("apply", "--json")
+        waiting = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted"
+        deadline = time.time() + 60
+        while time.time() < deadline and not pg_rows(pg_dsn, waiting) and proc.poll() is None:
+            time.sleep(0.01)
         time.sleep(0.3)
+        other.execute("SELECT pg_advisory_unlock(4242)")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     batches = [r["data"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
     waited = [d for d in batches if d["commit_ms"] >= 250]
     assert len(waited) == 1, sorted(d["commit_ms"] for d in batches)[-5:]
+    assert waited[0]["next"] > 200_000 >= waited[0]["next"] - waited[0]["keys"]
+    assert {d["trips"] for d in batches[:-1]} == ({1, 2} if one_trip else {2})  # the ledgered ones take two
     backed = [d for d in batches if "backoff_ms" in d]
     if backs_off:
         assert waited[0] in backed and waited[0]["backoff_ms"] == 500.0  # 4 x ~300 ms, at most 0.5 s
@@ -189,12 +208,15 @@ def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_
         -- Batch-Size: 1000
         -- Max-Batch-Ms: 50
         -- Duty-Cycle: 90
+        -- Checkpoint-Interval: 60000
         -- Phase 2: MIGRATE
         -- Backfill: table=items key=id
         UPDATE items SET v = v + 1 WHERE id >= :lo AND id < :hi;
     """)
-    code, out, err = proj.run("apply")
+    code, out, err = proj.run("apply", "--json")
     assert code == 0, err
+    trips = [r["data"]["trips"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
+    assert set(trips[:-1]) == {1} and trips[-1] == 2  # PGlite has PL/pgSQL: one round trip a batch
     done = [s["details"]["backfill"] for s in events(proj.statements("ts"), MID, "batch_checkpoint")
             if "backfill" in s["details"]]
     assert done[-1]["next"] == 2501 and done[-1]["rows"] == 2500
@@ -269,3 +291,56 @@ def test_every_batch_runs_with_its_settings(tmp_path, pg_dsn, sparse):
     assert pg_rows(pg_dsn, "SELECT v, count(*) FROM items GROUP BY v") == [(11 if sparse else 22, 900)]
     assert pg_rows(pg_dsn, "SHOW wal_init_zero") == [("on",)]  # the server's own settings untouched
     assert pg_rows(pg_dsn, "SHOW backend_flush_after") == [("0",)]
+
+
+def test_the_progress_row_moves_on_with_quotes_and_percent_signs_in_its_key(pg_dsn):
+    """advance_sql quotes the row's key once per backfill and fills in the anchor and the integers at
+    every batch: values with quotes, backslashes and ``%`` (which the template's own formatting
+    uses) still name the one row, and a new anchor is quoted anew."""
+    from types import SimpleNamespace
+
+    from registry.apply.backfill import _Rows
+    from registry.config import Target
+    from registry.targets.postgres import PostgresAdapter
+
+    adapter = PostgresAdapter(Target("main", "postgresql", pg_dsn, "test"), pg_dsn)
+    adapter.connect()
+    try:
+        adapter.ensure_mirror()
+        entry = SimpleNamespace(migration=SimpleNamespace(id="20250101_000000_x%(mid)s"), phase="migrate",
+                                tenant="t'%d\\")
+        rows = _Rows(adapter, "origin %s 'o'", entry)
+        with adapter.session(transactional=False) as s:
+            rows.ensure(s)
+        with adapter.session(transactional=True) as s:
+            rows.write(s, "first", 1, 0)
+            s.commit()
+        for anchor, next_key, done in [("a'1", 101, 100), ("a'1", 201, 199), ("b%(x)s", 301, 299)]:
+            with adapter.session(transactional=True) as s:
+                s.commit(last=rows.advance_sql(s, anchor, next_key, done))
+            with adapter.session(transactional=False) as s:
+                assert rows.read(s) == (anchor, next_key, done)
+        table = f"{adapter.mirror_schema}.mreg_backfill_progress"
+        assert pg_rows(pg_dsn, f"SELECT count(*) FROM {table} WHERE tenant = 't''%d\\'") == [(1,)]
+        with adapter.session(transactional=True) as s:
+            s.commit(last=rows.delete_sql(s))
+        with adapter.session(transactional=False) as s:
+            assert rows.read(s) is None
+    finally:
+        adapter.close()
+
+
+def test_one_trip_batches_run_a_statement_holding_the_dollar_quote_tag(tmp_path, pg_dsn):
+    """The batch's statement travels dollar-quoted to mreg_backfill_batch: one that holds the quote's
+    own tag (and the next one tried) still runs as written, once per row, in one round
+    trip; the function's row count is the statement's."""
+    proj = _project(tmp_path, pg_dsn, 3000, "-- Batch-Size: 100\n-- Checkpoint-Interval: 60000",
+                    update="v = v + 1 + 0 * length('$mreg_batch$ $mreg_batch_$ x')")
+    code, out, err = proj.run("apply", "--json")
+    assert code == 0, err
+    batches = [r["data"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
+    assert [d["trips"] for d in batches] == [1] * 29 + [2]  # the last one is ledgered
+    assert sum(d["keys"] for d in batches) == 3000 and batches[-1]["rows"] == 3000
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM pg_proc WHERE proname = 'mreg_backfill_batch'") == [(1,)]
+    assert [c["rows"] for c in _backfill_checkpoints(proj)] == [3000]

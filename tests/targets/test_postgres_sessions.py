@@ -320,3 +320,20 @@ def test_a_killed_operators_long_statement_is_cancelled_and_frees_its_locks(pg, 
         s.execute(sql("ALTER TABLE hot ADD COLUMN note text"))  # needs the lock the dead operator held
         s.commit()
     assert time.monotonic() - started < 5
+
+
+def test_check_result_counts_ok_results_and_raises_the_servers_error(pg):
+    """The fast path of check_result (its status numbers written out, psycopg imported lazily) agrees
+    with psycopg's own statuses on real results."""
+    from psycopg import errors, pq
+
+    from registry.targets.sqlcommon import _RESULT_OK, check_result
+
+    assert _RESULT_OK == (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
+    pgconn = pg.conn.pgconn
+    assert check_result(pg.conn, pgconn.exec_(b"SELECT generate_series(1, 3)")) == 3
+    assert check_result(pg.conn, pgconn.exec_(b"")) == -1  # an empty query
+    assert check_result(pg.conn, pgconn.exec_(b"CREATE TEMP TABLE cr (k int)")) == -1
+    assert check_result(pg.conn, pgconn.exec_(b"INSERT INTO cr VALUES (1), (2)")) == 2
+    with pytest.raises(errors.DivisionByZero):
+        check_result(pg.conn, pgconn.exec_(b"SELECT 1 / 0"))

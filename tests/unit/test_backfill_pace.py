@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from registry.apply.backfill import (BACKOFF_CAP_S, BACKOFF_FLOOR_S, BACKOFF_MIN_SAMPLES, FIRST_BATCH, Pace,
-                                     chain_anchor)
+from registry.apply.backfill import (BACKOFF_CAP_S, BACKOFF_FLOOR_S, BACKOFF_MIN_SAMPLES, BACKOFF_WINDOW, FIRST_BATCH,
+                                     Pace, chain_anchor)
 
 
 def test_fixed_batches_without_a_time_bound():
@@ -96,3 +96,17 @@ def test_chain_anchor_follows_the_planner_fold():
     done = log[:2] + [_ev("ok", "apply_succeeded")]
     assert chain_anchor(done, "m1", "migrate", None, "zzz") is None
     assert chain_anchor(log, "m1", "migrate", "acme", "now") is None
+
+
+def test_the_median_follows_the_last_commits_only():
+    """The window of uncongested commits slides: after BACKOFF_WINDOW quick ones, the slow ones that
+    came first no longer count, and the sorted copy the median is read from stays the window's."""
+    pace = Pace(cap=1000)
+    for _ in range(BACKOFF_WINDOW):
+        pace.after(100, 0.01, work=0.001, commit=0.002)  # 2 ms commits: the usual ones at first
+    assert not pace.congested(0.0079)
+    for i in range(BACKOFF_WINDOW):
+        pace.after(100, 0.01, work=0.001, commit=0.0005 + i * 1e-7)  # then ~0.5 ms ones
+        assert pace._sorted == sorted(pace.commits) and len(pace.commits) <= BACKOFF_WINDOW
+    assert max(pace.commits) < 0.001  # the 2 ms ones have left the window
+    assert pace.congested(0.0031)  # over the 3 ms floor and 4x the new median
