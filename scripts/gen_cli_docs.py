@@ -20,6 +20,11 @@ Generated from the CLI by `python scripts/gen_cli_docs.py`; a test fails when it
 Exit codes for every command: 0 success; 1 a check found a problem (lint, verify, drift, not at head);
 2 usage or configuration error; 3 a database or unexpected error (traceback in `.mreg/logs/`, one line
 on the terminal); 130 interrupted. `--debug` (before the command) re-raises errors with their traceback.
+
+**Not built yet** (in the specification, no command today): `mreg lint` (the squawk-style rules;
+the pre-commit hook parses SQL with pglast and checks names and headers, not those rules),
+`mreg drift`, `mreg check` (the CI gate in one command), `mreg snapshot` and `mreg metrics`. See
+[index.md](index.md), "Not built yet".
 """
 
 
