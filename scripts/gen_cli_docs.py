@@ -23,8 +23,8 @@ on the terminal); 130 interrupted. `--debug` (before the command) re-raises erro
 
 **Not built yet** (in the specification, no command today): `mreg lint` (the squawk-style rules;
 the pre-commit hook parses SQL with pglast and checks names and headers, not those rules),
-`mreg drift`, `mreg check` (the CI gate in one command), `mreg snapshot` and `mreg metrics`. See
-[index.md](index.md), "Not built yet".
+`mreg drift`, `mreg check` (the CI gate in one command) and `mreg snapshot`. See [index.md](index.md),
+"Not built yet".
 """
 
 

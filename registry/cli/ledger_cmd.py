@@ -1,4 +1,4 @@
-"""`mreg keys …`, `mreg verify`, `mreg ledger show|prove|export`, `mreg audit`."""
+"""`mreg keys …`, `mreg verify`, `mreg ledger show|prove|export`, `mreg audit`, `mreg metrics`."""
 
 from __future__ import annotations
 
@@ -257,8 +257,20 @@ def audit(
         raise typer.Exit(1)
 
 
+def metrics() -> None:
+    """Print Prometheus exposition of the ledger in catalog.db (applications, failures, durations,
+    rollbacks, log sizes); offline, read-only."""
+    import sys
+
+    from registry import config
+    from registry.metrics import exposition
+
+    sys.stdout.write(exposition(config.load().catalog.value))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(ledger_app, name="ledger")
     app.command("verify")(verify)
     app.command("audit")(audit)
+    app.command("metrics")(metrics)
