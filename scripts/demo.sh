@@ -41,6 +41,7 @@ cat <<'MSG'
 
 Browse the catalog and the ledger (read-only Datasette):   .venv/bin/mreg serve
 Machine-readable state:                                     .venv/bin/mreg status --json
+Prometheus metrics from the ledger:                         .venv/bin/mreg metrics
 Roll a migration back (after the safety checks):            .venv/bin/mreg rollback --migration-id ID --dry-run
 Stop the development servers:                               .venv/bin/mreg dev down
 MSG

@@ -98,7 +98,8 @@ _FUNCTION = ("CREATE OR REPLACE FUNCTION {s}." + BATCH_FUNCTION + "(batch text, 
              "DECLARE n bigint;\nBEGIN\n  EXECUTE batch;\n  GET DIAGNOSTICS n = ROW_COUNT;\n"
              "  UPDATE {s}." + PROGRESS_TABLE + " SET next_key = p_next, rows_done = rows_done + n, updated_at = NOW() "
              "WHERE origin = p_origin AND migration_id = p_mid AND phase = p_phase AND tenant = p_tenant;\n"
-             "  RETURN n;\nEND\n$mreg_fn$")
+             "  IF NOT FOUND THEN\n    RAISE EXCEPTION 'mreg: no backfill progress row for % % %', p_origin, p_mid, "
+             "p_phase;\n  END IF;\n  RETURN n;\nEND\n$mreg_fn$")
 _SELECT = ("SELECT anchor, next_key, rows_done FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s "
            "AND migration_id = %(mid)s AND phase = %(phase)s AND tenant = %(tenant)s")
 

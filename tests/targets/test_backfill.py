@@ -344,3 +344,25 @@ def test_one_trip_batches_run_a_statement_holding_the_dollar_quote_tag(tmp_path,
     assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
     assert pg_rows(pg_dsn, "SELECT count(*) FROM pg_proc WHERE proname = 'mreg_backfill_batch'") == [(1,)]
     assert [c["rows"] for c in _backfill_checkpoints(proj)] == [3000]
+
+
+def test_the_batch_function_refuses_a_batch_whose_progress_row_is_gone(pg_dsn):
+    """mreg_backfill_batch moves the progress row on in the batch's transaction; without the row
+    (never the case under the target's lock) it raises, so no batch commits untracked."""
+    import psycopg
+
+    from registry.apply.backfill import _FUNCTION, PROGRESS_TABLE
+
+    pg_rows(pg_dsn, "CREATE TABLE IF NOT EXISTS fn_items (id int PRIMARY KEY, v int)")
+    pg_rows(pg_dsn, "INSERT INTO fn_items SELECT g, 0 FROM generate_series(1, 10) g ON CONFLICT DO NOTHING")
+    pg_rows(pg_dsn, f"CREATE TABLE IF NOT EXISTS public.{PROGRESS_TABLE} (origin TEXT, migration_id TEXT, phase TEXT, "
+                    "tenant TEXT, anchor TEXT, next_key BIGINT, rows_done BIGINT, updated_at TIMESTAMPTZ, "
+                    "PRIMARY KEY (origin, migration_id, phase, tenant))")
+    pg_rows(pg_dsn, _FUNCTION.format(s="public"))
+    call = "SELECT public.mreg_backfill_batch($b$UPDATE fn_items SET v = v + 1 WHERE id < 6$b$, 'o', 'm', 'p', '', 6)"
+    with pytest.raises(psycopg.errors.RaiseException, match="no backfill progress row for o m p"):
+        pg_rows(pg_dsn, call)
+    pg_rows(pg_dsn, f"INSERT INTO public.{PROGRESS_TABLE} VALUES ('o', 'm', 'p', '', 'a', 1, 0, now())")
+    assert pg_rows(pg_dsn, call) == [(5,)]
+    assert pg_rows(pg_dsn, f"SELECT next_key, rows_done FROM public.{PROGRESS_TABLE} WHERE origin = 'o'") == [(6, 5)]
+    assert pg_rows(pg_dsn, "SELECT sum(v) FROM fn_items") == [(5,)]  # the refused batch left nothing
