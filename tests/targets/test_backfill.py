@@ -366,3 +366,32 @@ def test_the_batch_function_refuses_a_batch_whose_progress_row_is_gone(pg_dsn):
     assert pg_rows(pg_dsn, call) == [(5,)]
     assert pg_rows(pg_dsn, f"SELECT next_key, rows_done FROM public.{PROGRESS_TABLE} WHERE origin = 'o'") == [(6, 5)]
     assert pg_rows(pg_dsn, "SELECT sum(v) FROM fn_items") == [(5,)]  # the refused batch left nothing
+
+
+def test_a_one_trip_batch_that_times_out_on_a_row_lock_is_retried_and_runs_once(tmp_path, pg_dsn):
+    """The batch's UPDATE runs inside mreg_backfill_batch: a lock timeout there keeps its SQLSTATE
+    (55P03), so the batch is rolled back whole (its progress row too) and retried like any other
+    step; every row is updated exactly once."""
+    import psycopg
+
+    proj = _project(tmp_path, pg_dsn, 3000, "-- Batch-Size: 100\n-- Checkpoint-Interval: 60000\n"
+                                            "-- Lock-Timeout: 100\n-- Max-Retries: 10",
+                    update="v = v + 1 + 0 * nextval('attempts')")  # a sequence counts rolled-back tries too
+    assert proj.run("apply", "--phase", "expand")[0] == 0
+    pg_rows(pg_dsn, "CREATE SEQUENCE attempts")
+    with psycopg.connect(pg_dsn) as holder:
+        holder.execute("SELECT 1 FROM items WHERE id = 1500 FOR UPDATE")  # held until the block ends
+        proc = proj.popen("apply", "--json")
+        deadline = time.time() + 60  # until the batch with key 1500 waits for the lock
+        while time.time() < deadline and proc.poll() is None and not pg_rows(
+                pg_dsn, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"):
+            time.sleep(0.01)
+        time.sleep(0.5)  # it times out (100 ms) and is retried, maybe more than once, meanwhile
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    batches = [r["data"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
+    assert sum(d["keys"] for d in batches) == 3000 and batches[-1]["rows"] == 3000
+    assert 1 in {d["trips"] for d in batches}
+    assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
+    assert pg_rows(pg_dsn, "SELECT last_value > 3000 FROM attempts") == [(True,)]  # a batch was retried
+    assert proj.run("verify")[0] == 0
