@@ -23,19 +23,20 @@ Metrics (``target`` is the target's name, ``origin`` a log's ``<project>/<target
 
 from __future__ import annotations
 
-from datetime import datetime
+from ledger.statement import StatementError, parse_time
 
 # seconds: migrations run from milliseconds (DDL) to an hour (a backfill of a large table)
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
 
 
 def _seconds(stamp: str | None) -> float | None:
-    """A statement's ``time`` (RFC 3339, ``Z``) as Unix seconds; None when absent or unreadable."""
+    """A statement's ``time`` as Unix seconds (``ledger.statement.parse_time``); None when absent or
+    unreadable."""
     if not stamp:
         return None
     try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        return parse_time(stamp).timestamp()
+    except StatementError:
         return None
 
 
@@ -70,12 +71,13 @@ def collect(store):
             st = parse_leaf(leaf).statement
             kind = st.get("type", "")
             kinds.labels(origin, kind).inc()
-            when = _seconds(st.get("time")) or when
+            at = _seconds(st.get("time"))
+            when = at or when
             target = (st.get("target") or {}).get("id") or origin.rpartition("/")[2]
             details = st.get("details") or {}
             phase = details.get("phase") or ""
             if kind == "apply_started":
-                started[st.get("event_id", "")] = _seconds(st.get("time"))
+                started[st.get("event_id", "")] = at
             elif kind in ("apply_succeeded", "apply_failed"):
                 applied.labels(target, phase, kind.removeprefix("apply_")).inc()
                 took = details.get("execution_time_ms")
@@ -83,9 +85,8 @@ def collect(store):
                     durations.labels(target, phase).observe(took / 1000)
                 else:
                     begun = next((started[r] for r in st.get("refs") or () if r in started), None)
-                    end = _seconds(st.get("time"))
-                    if begun is not None and end is not None:
-                        durations.labels(target, phase).observe(max(0.0, end - begun))
+                    if begun is not None and at is not None:
+                        durations.labels(target, phase).observe(max(0.0, at - begun))
             elif kind in ("rollback_succeeded", "rollback_failed"):
                 rolled.labels(target, kind.removeprefix("rollback_")).inc()
             elif kind == "batch_checkpoint" and "backfill" in details:

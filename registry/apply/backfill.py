@@ -193,10 +193,10 @@ class _Rows:
     def __init__(self, adapter, origin: str, entry) -> None:
         self.schema = adapter.mirror_schema
         self.key = {"origin": origin, "mid": entry.migration.id, "phase": entry.phase, "tenant": entry.tenant or ""}
+        self._quoted: dict[str, str] | None = None  # the key's values as SQL literals (_literals)
         self._advance: str | None = None  # advance_sql's statement, the key quoted, the values to fill in
         self._anchor: tuple[str | None, str] = (None, "")  # the last anchor and its literal
         self.function: str | None = None  # the batch function, once ensure() made it
-        self._call: tuple[str, str] | None = None  # call()'s text around the batch, the key quoted
 
     def _step(self, sql: str) -> Step:
         return Step(content=sql.format(s=self.schema), name="backfill progress")
@@ -217,13 +217,10 @@ class _Rows:
     def call(self, session, next_key: int):
         """For ``run_batch_committing``: the batch's statement (dollar-quoted, with a tag it does not
         contain) in a call of the batch function that moves the row to ``next_key``; None without
-        the function. The row's key is quoted once per backfill."""
+        the function. The row's key is quoted once per backfill (``_literals``)."""
         if self.function is None:
             return None
-        if self._call is None:
-            quoted = ", ".join(session.literal(v) for v in self.key.values())
-            self._call = (f"{self.function}(", f", {quoted}, ")
-        head, tail = self._call
+        head, tail = f"{self.function}(", f", {', '.join(self._literals(session).values())}, "
 
         def wrap(text: str) -> str:
             tag = "$mreg_batch$"
@@ -249,11 +246,10 @@ class _Rows:
         cheaper than an upsert), without parameters (values as literals) for ``commit(last=)``: the
         row moves on in the commit's round trip.
 
-        Built once per backfill with the row's key quoted (quoting through psycopg cost more client
-        time than the rest of a batch's own work); each batch fills in two integers and the anchor,
-        quoted again only when it changes."""
+        Built once per backfill with the row's key quoted (``_literals``); each batch fills in two
+        integers and the anchor, quoted again only when it changes."""
         if self._advance is None:
-            quoted = {k: session.literal(v).replace("%", "%%") for k, v in self.key.items()}
+            quoted = {k: v.replace("%", "%%") for k, v in self._literals(session).items()}
             self._advance = _ADVANCE.format(s=self.schema) % {**quoted, "anchor": "%(anchor)s", "next": "%(next)d",
                                                               "rows": "%(rows)d"}
         if self._anchor[0] != anchor:
@@ -261,10 +257,14 @@ class _Rows:
         return self._advance % {"anchor": self._anchor[1], "next": int(next_key), "rows": int(rows)}
 
     def delete_sql(self, session) -> str:
-        return self._inline(session, _DELETE, {})
+        return _DELETE.format(s=self.schema) % self._literals(session)
 
-    def _inline(self, session, sql: str, values: dict) -> str:
-        return sql.format(s=self.schema) % {k: session.literal(v) for k, v in {**self.key, **values}.items()}
+    def _literals(self, session) -> dict[str, str]:
+        """The row's key as SQL literals, quoted once per backfill (quoting through psycopg costs more
+        client time than the rest of a batch's own work)."""
+        if self._quoted is None:
+            self._quoted = {k: session.literal(v) for k, v in self.key.items()}
+        return self._quoted
 
 
 def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
