@@ -41,7 +41,7 @@ KNOWN_PROJECT_KEYS = {"name", "catalog", "key", "migrations"}
 KNOWN_TARGET_KEYS = {"type", "url", "options", "tenants"}
 # [targets.<name>.options] each adapter reads (registry/targets/*; the tutorials document them)
 _PG_OPTIONS = {"mirror_schema", "connect_timeout", "group_commit", "backfill_sparse_wal",
-               "backfill_wal_compression", "backfill_flush_writes", "backfill_one_trip",
+               "backfill_wal_compression", "backfill_flush_writes", "backfill_one_trip", "backfill_server_runs",
                "cancel_blocking_autovacuum"}
 KNOWN_OPTIONS = {
     "postgresql": _PG_OPTIONS,

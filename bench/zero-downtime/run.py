@@ -238,7 +238,8 @@ def run_mreg(dsn: str, work: Path, args, done) -> tuple[float, list[dict], list[
                                     f'[targets.main.options]\nbackfill_wal_compression = {str(args.wal_compression).lower()}\n'
                                     f'backfill_sparse_wal = {str(not args.no_sparse_wal).lower()}\n'
                                     f'backfill_flush_writes = {str(not args.no_flush_writes).lower()}\n'
-                                    f'backfill_one_trip = {str(not args.two_trips).lower()}\n')
+                                    f'backfill_one_trip = {str(not args.two_trips).lower()}\n'
+                                    f'backfill_server_runs = {str(args.server_runs).lower()}\n')
     Signer.generate("bench").save(work / "key")
     env = dict(os.environ, MREG_ROOT=str(root), MREG_CATALOG=str(root / "catalog.db"), MREG_KEY=str(work / "key"))
     t0 = time.perf_counter()
@@ -428,6 +429,8 @@ def main() -> None:
                     help="target option backfill_flush_writes = false (batches leave backend_flush_after alone)")
     ap.add_argument("--two-trips", action="store_true",
                     help="target option backfill_one_trip = false (every batch commits in a second round trip)")
+    ap.add_argument("--server-runs", action="store_true",
+                    help="batches in runs on the server (target option backfill_server_runs = true)")
     ap.add_argument("--no-sparse-wal", action="store_true",
                     help="options.backfill_sparse_wal = false (new WAL files zero-filled, as the server does)")
     ap.add_argument("--dsn", default=os.environ.get("MREG_BENCH_PG_DSN"))
@@ -475,6 +478,7 @@ def main() -> None:
         "settings": {"batch_size": args.batch, "max_batch_ms": args.max_batch_ms, "duty_cycle": args.duty,
                      "backfill_wal_compression": args.wal_compression, "backfill_sparse_wal": not args.no_sparse_wal,
                      "backfill_flush_writes": not args.no_flush_writes, "backfill_one_trip": not args.two_trips,
+                     "backfill_server_runs": args.server_runs,
                      "pause_between_batches": args.pause, "checkpoint_interval_ms": args.checkpoint_interval,
                      "commit_backoff": args.commit_backoff},
         "summary": {

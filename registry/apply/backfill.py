@@ -52,6 +52,19 @@ How one backfill runs (``run``):
   signed, so it takes two trips (the ``UPDATE``; the progress row, the event's mirror row and
   ``COMMIT``), as does every batch where the function cannot be made or with the target option
   ``backfill_one_trip = false``.
+- **Runs on the server** (target option ``backfill_server_runs``, default false). The batches without
+  a ledger event run in runs: one ``CALL`` of ``RUN_PROCEDURE`` (``_PROCEDURE``, made by
+  ``_Rows.ensure``) commits batch after batch on the server, each with its progress row (compared and
+  set: the row must stand at the batch's first key) and the backfill's settings, sized by the same
+  rule as ``Pace.after``, with the pauses as ``pg_sleep``, for at most ``RUN_BUDGET_S`` (less when a
+  ledgered checkpoint is due sooner, or a quarter of the migration's ``Timeout``); it ends after a
+  congested commit (``Pace.limit``) and stops before each batch once the connection holding the
+  target's lock is gone (``PostgresAdapter.lock_pid``: after a kill -9 of this process the server
+  runs at most the batch in flight). The engine then replays the batches' times through ``Pace``.
+  An error ends a run: its committed batches stand, the progress row says where it stopped, and the
+  next batch runs on its own (one that fails before its first batch, other than on a timeout, turns
+  runs off for the backfill). Faster (no engine time between batches) but harder on a busy server's
+  latency, so off by default (docs/applying.md, "Runs of batches on the server").
 - **Commits.** Every batch commits synchronously (the server's ``synchronous_commit``). Committing the
   batches that carry no ledger event with ``synchronous_commit = off`` would keep the ledger honest (a
   server crash loses such a batch together with its progress row, and the resume runs it again; a
@@ -63,6 +76,7 @@ How one backfill runs (``run``):
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -100,6 +114,43 @@ _FUNCTION = ("CREATE OR REPLACE FUNCTION {s}." + BATCH_FUNCTION + "(batch text, 
              "WHERE origin = p_origin AND migration_id = p_mid AND phase = p_phase AND tenant = p_tenant;\n"
              "  IF NOT FOUND THEN\n    RAISE EXCEPTION 'mreg: no backfill progress row for % % %', p_origin, p_mid, "
              "p_phase;\n  END IF;\n  RETURN n;\nEND\n$mreg_fn$")
+# runs batches one after the other on the server, each in its own transaction with its progress row
+# (compared and set: the row must stand at the batch's first key), until the next batch would be the
+# range's last (that one is ledgered), a commit was congested or the run's time is up; returns the
+# next key, the next size, the rows and each batch's (keys, rows, statement ms, commit ms)
+RUN_PROCEDURE = "mreg_backfill_run"
+_PROCEDURE = (
+    "CREATE OR REPLACE PROCEDURE {s}." + RUN_PROCEDURE + "(p_update text, p_origin text, p_mid text, "
+    "p_phase text, p_tenant text, p_settings text[], p_holder int, p_lo bigint, p_last bigint, p_size bigint, "
+    "p_cap bigint, p_max_ms float8, p_pause_ms float8, p_duty int, p_budget_ms float8, p_congested_ms float8, "
+    "INOUT o_next bigint DEFAULT NULL, INOUT o_size bigint DEFAULT NULL, INOUT o_rows bigint DEFAULT NULL, "
+    "INOUT o_stats float8[] DEFAULT NULL) LANGUAGE plpgsql AS $mreg_fn$\n"
+    "DECLARE k bigint := p_lo; sz bigint := p_size; n bigint; i int; t0 timestamptz := clock_timestamp();\n"
+    "  tb timestamptz; tc timestamptz; work float8; took float8; pause float8;\n"
+    "BEGIN\n  o_rows := 0; o_stats := '{{}}';\n"
+    "  WHILE k + sz <= p_last LOOP\n"
+    "    IF p_holder IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(p_holder)) THEN\n"
+    "      RAISE EXCEPTION 'mreg: the session holding the target''s lock (pid %) has ended; the backfill stops', "
+    "p_holder;\n    END IF;\n"
+    "    FOR i IN 1 .. coalesce(array_length(p_settings, 1), 0) / 2 LOOP\n"
+    "      PERFORM set_config(p_settings[2 * i - 1], p_settings[2 * i], true);\n    END LOOP;\n"
+    "    tb := clock_timestamp();\n    EXECUTE p_update USING k, k + sz;\n    GET DIAGNOSTICS n = ROW_COUNT;\n"
+    "    UPDATE {s}." + PROGRESS_TABLE + " SET next_key = k + sz, rows_done = rows_done + n, updated_at = NOW() "
+    "WHERE origin = p_origin AND migration_id = p_mid AND phase = p_phase AND tenant = p_tenant "
+    "AND next_key = k;\n"
+    "    IF NOT FOUND THEN\n      RAISE EXCEPTION 'mreg: the backfill progress row for % % % is gone or not at key %', "
+    "p_origin, p_mid, p_phase, k;\n    END IF;\n"
+    "    tc := clock_timestamp();\n    COMMIT;\n"
+    "    work := extract(epoch FROM tc - tb) * 1000;\n    took := extract(epoch FROM clock_timestamp() - tc) * 1000;\n"
+    "    o_stats := o_stats || ARRAY[sz::float8, n::float8, work, took];\n    o_rows := o_rows + n;\n    k := k + sz;\n"
+    "    IF p_max_ms > 0 THEN\n"
+    "      sz := greatest(1, least(p_cap, 2 * sz, floor(sz * p_max_ms / greatest(work, 0.1))::bigint));\n"
+    "    END IF;\n    EXIT WHEN took > p_congested_ms;\n"
+    "    pause := p_pause_ms + CASE WHEN p_duty < 100 THEN (work + took) * (100 - p_duty) / p_duty ELSE 0 END;\n"
+    "    EXIT WHEN extract(epoch FROM clock_timestamp() - t0) * 1000 + pause >= p_budget_ms;\n"
+    "    IF pause > 0 THEN\n      PERFORM pg_sleep(pause / 1000);\n    END IF;\n"
+    "  END LOOP;\n  o_next := k;\n  o_size := sz;\nEND\n$mreg_fn$")
+RUN_BUDGET_S = 0.1  # the longest run of batches: progress, the lock check and Ctrl-C get a turn this often
 _SELECT = ("SELECT anchor, next_key, rows_done FROM {s}." + PROGRESS_TABLE + " WHERE origin = %(origin)s "
            "AND migration_id = %(mid)s AND phase = %(phase)s AND tenant = %(tenant)s")
 
@@ -155,10 +206,14 @@ class Pace:
         """Whether a commit that took ``commit`` s waited on a congested server: over
         ``BACKOFF_RATIO`` times the median of the last ``BACKOFF_WINDOW`` uncongested commits and
         over ``BACKOFF_FLOOR_S`` (never before ``BACKOFF_MIN_SAMPLES`` of them)."""
+        return commit > self.limit()
+
+    def limit(self) -> float:
+        """The longest commit (s) that is not congested: infinite before ``BACKOFF_MIN_SAMPLES``
+        uncongested ones are known (a run of batches on the server stops after a longer one)."""
         if len(self.commits) < BACKOFF_MIN_SAMPLES:
-            return False
-        usual = self._sorted[len(self._sorted) // 2]
-        return commit > max(BACKOFF_RATIO * usual, BACKOFF_FLOOR_S)
+            return math.inf
+        return max(BACKOFF_RATIO * self._sorted[len(self._sorted) // 2], BACKOFF_FLOOR_S)
 
 
 def chain_anchor(statements: list[dict], mid: str, phase: str, tenant: str | None, before: str) -> str | None:
@@ -197,22 +252,43 @@ class _Rows:
         self._advance: str | None = None  # advance_sql's statement, the key quoted, the values to fill in
         self._anchor: tuple[str | None, str] = (None, "")  # the last anchor and its literal
         self.function: str | None = None  # the batch function, once ensure() made it
+        self.procedure: str | None = None  # the run procedure, once ensure() made it (None: no runs)
 
     def _step(self, sql: str) -> Step:
         return Step(content=sql.format(s=self.schema), name="backfill progress")
 
-    def ensure(self, session, function: bool = True) -> None:
+    def ensure(self, session, function: bool = True, runs: bool = True) -> None:
         """Create the progress table, and (``function``) the batch function where the target allows
         it (PL/pgSQL, the right to create functions in the mirror schema): else ``call`` is None and
-        every batch takes two round trips."""
+        every batch takes two round trips; with ``runs`` also the run procedure (PostgreSQL 11 and
+        later), else ``procedure`` is None and every batch has a round trip of its own."""
         session.execute(self._step(_DDL))
-        self.function = None
-        if function:
-            try:
-                session.execute(self._step(_FUNCTION))
-                self.function = f"{self.schema}.{BATCH_FUNCTION}"
-            except StepFailed:
-                pass
+        self.function = self.procedure = None
+        for wanted, sql, name, attr in ((function, _FUNCTION, BATCH_FUNCTION, "function"),
+                                        (function and runs, _PROCEDURE, RUN_PROCEDURE, "procedure")):
+            if wanted:
+                try:
+                    session.execute(self._step(sql))
+                    setattr(self, attr, f"{self.schema}.{name}")
+                except StepFailed:
+                    pass
+
+    def run(self, session, update: str, a: int, last: int, pace: Pace, budget_s: float, holder: int | None,
+            values: list[tuple[str, str]]) -> tuple[int, int, list[tuple[int, int, float, float]]]:
+        """Run batches from key ``a`` on the server (``RUN_PROCEDURE``), each committed with its
+        progress, until the next would end past ``last`` or the run has lasted ``budget_s``, or
+        after a congested commit (over ``pace.limit()``); sizes follow ``pace``'s rules. Return the
+        next key, the next size and each batch's (keys, rows, statement s, commit s). ``session``
+        must be auto-commit (a procedure that commits cannot run inside a transaction block)."""
+        limit = pace.limit()
+        params = (update, *self.key.values(), [x for pair in values for x in pair], holder, a, last, pace.size,
+                  pace.cap, pace.max_batch_ms, pace.pause_ms, pace.duty_cycle, budget_s * 1000,
+                  limit * 1000 if limit != math.inf else 1e12)
+        row = session.query(f"CALL {self.procedure}({', '.join(['%s'] * len(params))})", params)[0]
+        stats = row["o_stats"] or []
+        batches = [(int(stats[i]), int(stats[i + 1]), stats[i + 2] / 1000, stats[i + 3] / 1000)
+                   for i in range(0, len(stats), 4)]
+        return int(row["o_next"]), int(row["o_size"]), batches
 
     def call(self, session, next_key: int):
         """For ``run_batch_committing``: the batch's statement (dollar-quoted, with a tag it does not
@@ -274,14 +350,15 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
     ``details_of(**more)`` builds an event's details; ``retries`` is the lock-timeout retry budget.
     Raises StepFailed with ``backfill_next`` in its data.
     """
-    from registry.targets.sqlcommon import batches, is_int_key
+    from registry.targets.sqlcommon import batches, is_int_key, number_range
 
     m = entry.migration
     bf = m.backfill
     st = m.settings
     progress = _Rows(adapter, log.origin, entry)
     with session_of(False) as s:
-        progress.ensure(s, function=adapter.target.flag("backfill_one_trip", True))
+        progress.ensure(s, function=adapter.target.flag("backfill_one_trip", True),
+                        runs=adapter.target.flag("backfill_server_runs", False))
     rng = adapter.backfill_range(bf.table, bf.key)
     if rng is None:
         with session_of(False) as s:
@@ -317,9 +394,54 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
     extra = getattr(adapter, "backfill_settings", list)()  # e.g. SET LOCAL wal_compression
     every = max(0, int(st.checkpoint_interval or 0)) / 1000
     last_ledgered = time.monotonic()
-    n = 0
+    n = runs = 0
     a = first
+    single = False  # the next batch runs on its own (after a run that failed)
+    numbered, values, holder = number_range(bf.update), getattr(adapter, "backfill_values", list)(), \
+        getattr(adapter, "lock_pid", None)
     while a <= hi:
+        budget = min(RUN_BUDGET_S, every - (time.monotonic() - last_ledgered), (st.timeout or 0) / 4000 or math.inf)
+        if progress.procedure and not single and is_int_key(a) and a + pace.size <= hi and budget > 0.005:
+            try:
+                with session_of(False) as s:
+                    end, size, done = progress.run(s, numbered, a, hi, pace, budget, holder, values)
+            except StepFailed as exc:  # the batches it committed stand, with their progress: read where it stopped
+                with session_of(True) as s:
+                    found = progress.read(s)
+                single = True  # the next batch on its own: its error, retries and backoff as ever
+                if found is None or found[1] <= a:
+                    if not getattr(exc, "retryable", False):
+                        progress.procedure = None  # it cannot run here (or the error is the batch's own): no more runs
+                    continue
+                runs, n = runs + 1, n + 1
+                data = {"next": found[1], "rows": found[2], "batch": n, "keys": found[1] - a, "run": runs,
+                        "cut_short": str(exc).splitlines()[0][:200]}
+                yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, found[1] - first,
+                               hi + 1 - first, message=f"keys [{a}, {found[1]}) — {found[2]} rows (a run of batches, "
+                                                       "cut short)", data=data)
+                a, rows = found[1], found[2]
+                continue
+            runs += 1
+            pause = 0.0
+            for keys, count, work, committing in done:
+                n += 1
+                rows += max(count, 0)
+                pause = pace.after(keys, work + committing, work, committing)
+                data = {"next": a + keys, "rows": rows, "batch": n, "keys": keys,
+                        "ms": round((work + committing) * 1000, 1), "statement_ms": round(work * 1000, 1),
+                        "commit_ms": round(committing * 1000, 1), "server_ms": round(work * 1000, 2), "run": runs}
+                if pace.backed_off:
+                    data["backoff_ms"] = round(pace.backed_off * 1000, 1)
+                yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, a + keys - first,
+                               hi + 1 - first, message=f"keys [{a}, {a + keys}) — {rows} rows", data=data)
+                a += keys
+            if a != end or not done:
+                raise RuntimeError(f"backfill run ended at key {end}, its batches at {a}")
+            pace.size = size
+            if pause:
+                time.sleep(pause)
+            continue
+        single = False
         b = next(batches(a, hi, pace.size))[1]
         attempt = 0
         while True:

@@ -374,7 +374,7 @@ class PostgresAdapter:
         self._mirror_ready = False
         self._in_session = False
         self._prepared_on = None  # the connection whose prepared mirror INSERTs _prepared names
-        self._backfill_settings: list[str] | None = None  # backfill_settings(), read once
+        self._backfill_settings: list[tuple[str, str]] | None = None  # backfill_values(), read once
         self._prepared: dict[int, bytes] = {}
 
     # -- connections --------------------------------------------------------
@@ -519,6 +519,14 @@ class PostgresAdapter:
         conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", (k1, k2))
         conn.execute("SET application_name = 'mreg lock'")
         self._lock = None
+
+    @property
+    def lock_pid(self) -> int | None:
+        """The server process of the connection holding this adapter's lock: work the server runs
+        on its own (a backfill's run of batches) stops once that process ends. None without the lock,
+        or when the main connection holds it (``shared_lock_connection``: that work runs on the lock's
+        own connection)."""
+        return self._lock.pid if self._lock is not None and not self.shared_lock_connection else None
 
     def lock_alive(self) -> bool:
         """True while this adapter still holds its lock (its lock connection answers)."""
@@ -912,7 +920,11 @@ class PostgresAdapter:
         return ".".join(self.ident(part) for part in table.split("."))
 
     def backfill_settings(self) -> list[str]:
-        """``SET LOCAL`` statements for a backfill batch's transaction, each where this role may set
+        """``SET LOCAL`` statements for a backfill batch's transaction (``backfill_values``)."""
+        return [f"SET LOCAL {name} = {value}" for name, value in self.backfill_values()]
+
+    def backfill_values(self) -> list[tuple[str, str]]:
+        """The settings of a backfill batch's transaction as (name, value), each where this role may set
         it (a superuser, or ``GRANT SET ON PARAMETER`` on PostgreSQL 15+); read once per adapter, an
         error or no privilege gives none.
 
@@ -960,12 +972,12 @@ class PostgresAdapter:
                 if not allowed[name]:
                     continue
                 if name == "wal_init_zero" and setting == "on":
-                    self._backfill_settings.append("SET LOCAL wal_init_zero = off")
+                    self._backfill_settings.append(("wal_init_zero", "off"))
                 elif name == "wal_compression" and setting == "off":
                     method = "lz4" if values and "lz4" in values else "pglz"
-                    self._backfill_settings.append(f"SET LOCAL wal_compression = {method}")
+                    self._backfill_settings.append(("wal_compression", method))
                 elif name == "backend_flush_after" and setting == "0":
-                    self._backfill_settings.append(f"SET LOCAL backend_flush_after = {BACKFILL_FLUSH_AFTER}")
+                    self._backfill_settings.append(("backend_flush_after", str(BACKFILL_FLUSH_AFTER)))
         return self._backfill_settings
 
     @server_errors("reading the backfill range")

@@ -374,6 +374,12 @@ def bind_range(update: str) -> str:
     return _PLACEHOLDER.sub(r"%(\1)s", update.replace("%", "%%"))
 
 
+def number_range(update: str) -> str:
+    """A backfill ``update`` with ``:lo``/``:hi`` as PostgreSQL's positional parameters ``$1``/``$2``
+    (for PL/pgSQL's ``EXECUTE … USING lo, hi``); ``::type`` casts are left alone."""
+    return _PLACEHOLDER.sub(lambda m: "$1" if m.group(1) == "lo" else "$2", update)
+
+
 def inline_range(update: str, lo: int, hi: int) -> str:
     """A backfill ``update`` with ``:lo``/``:hi`` written as integer literals (a negative one in
     parentheses, so ``id-:lo`` cannot turn into a ``--`` comment); ``::type`` casts are left alone.

@@ -37,6 +37,21 @@ def _project(tmp_path, dsn: str, rows: int, header: str, *, update: str = "v = v
     return proj
 
 
+# how batches travel: one round trip each (the default), in runs on the server, or two round trips each
+_MODES = {"one trip": "", "runs": "backfill_server_runs = true\n", "two trips": "backfill_one_trip = false\n"}
+
+
+def _mode(proj: Project, mode: str, target: str = "main") -> None:
+    if _MODES[mode]:
+        toml = proj.root / "mreg.toml"
+        toml.write_text(toml.read_text() + f"\n[targets.{target}.options]\n" + _MODES[mode])
+
+
+def _trips(batch: dict) -> int | str:
+    """How a batch travelled: ``run`` (in a run of batches on the server), or its round trips."""
+    return "run" if "run" in batch else batch["trips"]
+
+
 def _progress(dsn: str) -> list[tuple]:
     if not pg_rows(dsn, "SELECT to_regclass('mreg_backfill_progress')")[0][0]:
         return []
@@ -48,23 +63,36 @@ def _backfill_checkpoints(proj: Project) -> list[dict]:
             if "backfill" in s["details"]]
 
 
+_SERVER_WORK = ("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active' "
+                "AND query LIKE '%mreg_backfill_%'")
+
+
 def _kill_when(proc, dsn: str, cond, timeout: float = 60) -> tuple:
+    """SIGKILL the process once the progress row meets ``cond``; the row once the server has
+    finished what the killed process left running: a run of batches stops at its next batch, when it
+    finds the lock's connection gone (at most the batch in flight commits), well within a second."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         rows = _progress(dsn)
         if rows and cond(rows[0]):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+            killed = time.time()
+            while pg_rows(dsn, _SERVER_WORK) != [(0,)]:
+                assert time.time() - killed < 1.0, "the killed process's batches ran on"
+                time.sleep(0.005)
             return _progress(dsn)[0]
         time.sleep(0.02)
     proc.kill()
     raise AssertionError("the backfill never got that far")
 
 
-def test_killed_backfill_resumes_exactly_where_its_last_batch_committed(tmp_path, pg_dsn):
+@pytest.mark.parametrize("mode", ["one trip", "runs", "two trips"])
+def test_killed_backfill_resumes_exactly_where_its_last_batch_committed(tmp_path, pg_dsn, mode):
     # one ledgered checkpoint a minute: the kill lands long before the first one
     proj = _project(tmp_path, pg_dsn, 4000, "-- Batch-Size: 100\n-- Pause-Between-Batches: 20\n"
                                             "-- Checkpoint-Interval: 60000")
+    _mode(proj, mode)
     proc = proj.popen("apply")
     next_key, rows = _kill_when(proc, pg_dsn, lambda r: r[0] >= 1001)
     assert rows == next_key - 1
@@ -141,14 +169,15 @@ def test_batches_bounded_in_time_and_the_duty_cycle(tmp_path, pg_dsn):
     assert pg_rows(pg_dsn, "SELECT min(v), max(v) FROM items") == [(1, 1)]
 
 
-@pytest.mark.parametrize("header, backs_off, one_trip", [("", True, True), ("\n-- Commit-Backoff: 0", False, True),
-                                                      ("", True, False)])
-def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, header, backs_off, one_trip):
+@pytest.mark.parametrize("header, backs_off, mode", [("", True, "one trip"), ("\n-- Commit-Backoff: 0", False, "one trip"),
+                                                  ("", True, "runs"), ("", True, "two trips")])
+def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, header, backs_off, mode):
     """A batch whose COMMIT waits (here a deferred constraint trigger on the row with key 200,000
     waits for an advisory lock another session holds for 0.3 s; in production a congested WAL flush)
     is followed by a pause of Commit-Backoff (default 4) times that wait, at most 0.5 s: the engine
-    leaves the server to the application. Not with 0. The same whether the batch commits in its own
-    round trip (the server times the COMMIT) or in a second one (``backfill_one_trip = false``)."""
+    leaves the server to the application. Not with 0. The same whether the batch runs in a run of
+    batches on the server (which ends after that commit), commits in its own round trip (the server
+    times the COMMIT) or in a second one (``backfill_one_trip = false``)."""
     import psycopg
 
     proj = _project(tmp_path, pg_dsn, 400_000, "-- Batch-Size: 2000\n-- Max-Batch-Ms: 2" + header)
@@ -161,9 +190,7 @@ def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, heade
         CREATE CONSTRAINT TRIGGER items_wait AFTER UPDATE ON items DEFERRABLE INITIALLY DEFERRED
             FOR EACH ROW WHEN (NEW.id = 200000) EXECUTE FUNCTION items_wait();
     """)
-    if not one_trip:
-        toml = proj.root / "mreg.toml"
-        toml.write_text(toml.read_text() + "\n[targets.main.options]\nbackfill_one_trip = false\n")
+    _mode(proj, mode)
     with psycopg.connect(pg_dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(4242)")
         proc = proj.popen("apply", "--json")
@@ -179,7 +206,8 @@ def test_a_commit_that_waits_makes_the_backfill_back_off(tmp_path, pg_dsn, heade
     waited = [d for d in batches if d["commit_ms"] >= 250]
     assert len(waited) == 1, sorted(d["commit_ms"] for d in batches)[-5:]
     assert waited[0]["next"] > 200_000 >= waited[0]["next"] - waited[0]["keys"]
-    assert {d["trips"] for d in batches[:-1]} == ({1, 2} if one_trip else {2})  # the ledgered ones take two
+    # the ledgered ones take two round trips
+    assert {_trips(d) for d in batches[:-1]} == {"runs": {"run", 2}, "one trip": {1, 2}, "two trips": {2}}[mode]
     backed = [d for d in batches if "backoff_ms" in d]
     if backs_off:
         assert waited[0] in backed and waited[0]["backoff_ms"] == 500.0  # 4 x ~300 ms, at most 0.5 s
@@ -196,8 +224,12 @@ def test_bad_duty_cycle_is_one_error_naming_the_line(tmp_path, pg_dsn):
 
 
 @pytest.mark.timescale
-def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_dsn):
+@pytest.mark.parametrize("mode", ["one trip", "runs"])
+def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_dsn, mode):
+    """PGlite has PL/pgSQL and procedures that commit: batches take one round trip each, or run on the
+    server (its one connection holds the lock too, so there is no other connection to watch)."""
     proj = Project(tmp_path / "proj", {"ts": ("timescale", timescale_dsn)})
+    _mode(proj, mode, "ts")
     proj.write("timescale/20250101_000001_schema_items.sql", """
         -- Phase 1: EXPAND
         CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0);
@@ -215,8 +247,8 @@ def test_backfill_on_the_single_connection_timescale_server(tmp_path, timescale_
     """)
     code, out, err = proj.run("apply", "--json")
     assert code == 0, err
-    trips = [r["data"]["trips"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
-    assert set(trips[:-1]) == {1} and trips[-1] == 2  # PGlite has PL/pgSQL: one round trip a batch
+    trips = [_trips(r["data"]) for r in json.loads(out)["records"] if r["event"] == "batch_done"]
+    assert set(trips[:-1]) == {{"runs": "run", "one trip": 1}[mode]} and trips[-1] == 2  # the last is ledgered
     done = [s["details"]["backfill"] for s in events(proj.statements("ts"), MID, "batch_checkpoint")
             if "backfill" in s["details"]]
     assert done[-1]["next"] == 2501 and done[-1]["rows"] == 2500
@@ -330,16 +362,19 @@ def test_the_progress_row_moves_on_with_quotes_and_percent_signs_in_its_key(pg_d
         adapter.close()
 
 
-def test_one_trip_batches_run_a_statement_holding_the_dollar_quote_tag(tmp_path, pg_dsn):
+@pytest.mark.parametrize("mode", ["runs", "one trip"])
+def test_one_trip_batches_run_a_statement_holding_the_dollar_quote_tag(tmp_path, pg_dsn, mode):
     """The batch's statement travels dollar-quoted to mreg_backfill_batch: one that holds the quote's
     own tag (and the next one tried) still runs as written, once per row, in one round
-    trip; the function's row count is the statement's."""
+    trip; the function's row count is the statement's. In a run of batches the statement is a
+    parameter of the procedure, with ``$1``/``$2`` for ``:lo``/``:hi``: the same."""
     proj = _project(tmp_path, pg_dsn, 3000, "-- Batch-Size: 100\n-- Checkpoint-Interval: 60000",
                     update="v = v + 1 + 0 * length('$mreg_batch$ $mreg_batch_$ x')")
+    _mode(proj, mode)
     code, out, err = proj.run("apply", "--json")
     assert code == 0, err
     batches = [r["data"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
-    assert [d["trips"] for d in batches] == [1] * 29 + [2]  # the last one is ledgered
+    assert [_trips(d) for d in batches] == [{"runs": "run", "one trip": 1}[mode]] * 29 + [2]  # the last is ledgered
     assert sum(d["keys"] for d in batches) == 3000 and batches[-1]["rows"] == 3000
     assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
     assert pg_rows(pg_dsn, "SELECT count(*) FROM pg_proc WHERE proname = 'mreg_backfill_batch'") == [(1,)]
@@ -368,15 +403,69 @@ def test_the_batch_function_refuses_a_batch_whose_progress_row_is_gone(pg_dsn):
     assert pg_rows(pg_dsn, "SELECT sum(v) FROM fn_items") == [(5,)]  # the refused batch left nothing
 
 
-def test_a_one_trip_batch_that_times_out_on_a_row_lock_is_retried_and_runs_once(tmp_path, pg_dsn):
+def test_a_run_of_batches_stops_without_the_lock_holder_and_refuses_a_moved_progress_row(pg_dsn):
+    """mreg_backfill_run commits batch after batch on the server. Before each it checks that the
+    connection holding the target's lock still exists (after a kill -9 of mreg the run stops at its
+    next batch) and that the progress row stands at the batch's first key (compared and set: no
+    batch runs twice, whoever else walks the range); either refusal leaves nothing. It ends before the
+    range's last batch (the client ledgers that one), once its time is up, and after a congested commit."""
+    import psycopg
+
+    from registry.apply.backfill import _PROCEDURE, PROGRESS_TABLE
+
+    pg_rows(pg_dsn, "CREATE TABLE run_items (id int PRIMARY KEY, v int)")
+    pg_rows(pg_dsn, "INSERT INTO run_items SELECT g, 0 FROM generate_series(1, 100) g")
+    pg_rows(pg_dsn, f"CREATE TABLE public.{PROGRESS_TABLE} (origin TEXT, migration_id TEXT, phase TEXT, "
+                    "tenant TEXT, anchor TEXT, next_key BIGINT, rows_done BIGINT, updated_at TIMESTAMPTZ, "
+                    "PRIMARY KEY (origin, migration_id, phase, tenant))")
+    pg_rows(pg_dsn, _PROCEDURE.format(s="public"))
+    pg_rows(pg_dsn, f"INSERT INTO public.{PROGRESS_TABLE} VALUES ('o', 'm', 'p', '', 'a', 1, 0, now())")
+    update = "UPDATE run_items SET v = v + 1 WHERE id >= $1 AND id < $2"
+
+    def call(holder, lo, size, budget_ms=1e6, congested_ms=1e12):
+        return pg_rows(pg_dsn, "CALL public.mreg_backfill_run(%s, 'o', 'm', 'p', '', %s, %s, %s, 100, %s, 10, 0, "
+                               "0, 100, %s, %s)",
+                       (update, ["lock_timeout", "1500"], holder, lo, size, budget_ms, congested_ms))[0]
+
+    def state():
+        return pg_rows(pg_dsn, f"SELECT next_key, rows_done FROM public.{PROGRESS_TABLE}")[0], \
+            pg_rows(pg_dsn, "SELECT sum(v) FROM run_items")[0][0]
+
+    gone = psycopg.connect(pg_dsn)
+    gone_pid = gone.info.backend_pid
+    gone.close()
+    while pg_rows(pg_dsn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (gone_pid,)):
+        time.sleep(0.01)
+    with pytest.raises(psycopg.errors.RaiseException, match=f"holding the target's lock \\(pid {gone_pid}\\) has ended"):
+        call(gone_pid, 1, 10)
+    with pytest.raises(psycopg.errors.RaiseException, match="progress row for o m p is gone or not at key 11"):
+        call(None, 11, 10)
+    assert state() == ((1, 0), 0)  # both refused before any batch
+    with psycopg.connect(pg_dsn) as holder:
+        nxt, size, rows, stats = call(holder.info.backend_pid, 1, 10, budget_ms=0)  # time is up after one batch
+        assert (nxt, size, rows, stats[:2]) == (11, 10, 10, [10, 10]) and len(stats) == 4
+        nxt, size, rows, stats = call(holder.info.backend_pid, 11, 10, congested_ms=-1)  # every commit "congested"
+        assert (nxt, rows, len(stats)) == (21, 10, 4)
+        nxt, size, rows, stats = call(holder.info.backend_pid, 21, 10)
+    # batches [21, 31) ... [81, 91) ran; [91, 101) would reach past 100, the last key: the client's (ledgered)
+    assert (nxt, rows, stats[0::4]) == (91, 70, [10] * 7)
+    assert state() == ((91, 90), 90)
+    assert pg_rows(pg_dsn, "SELECT count(*) FROM run_items WHERE v <> (id < 91)::int") == [(0,)]
+
+
+@pytest.mark.parametrize("mode", ["one trip", "runs"])
+def test_a_one_trip_batch_that_times_out_on_a_row_lock_is_retried_and_runs_once(tmp_path, pg_dsn, mode):
     """The batch's UPDATE runs inside mreg_backfill_batch: a lock timeout there keeps its SQLSTATE
     (55P03), so the batch is rolled back whole (its progress row too) and retried like any other
-    step; every row is updated exactly once."""
+    step; every row is updated exactly once. In a run of batches the timeout ends the run: the
+    batches it committed stand (reported as one record, ``cut_short``), and the batch that timed out
+    is retried on its own."""
     import psycopg
 
     proj = _project(tmp_path, pg_dsn, 3000, "-- Batch-Size: 100\n-- Checkpoint-Interval: 60000\n"
                                             "-- Lock-Timeout: 100\n-- Max-Retries: 10",
                     update="v = v + 1 + 0 * nextval('attempts')")  # a sequence counts rolled-back tries too
+    _mode(proj, mode)
     assert proj.run("apply", "--phase", "expand")[0] == 0
     pg_rows(pg_dsn, "CREATE SEQUENCE attempts")
     with psycopg.connect(pg_dsn) as holder:
@@ -391,7 +480,12 @@ def test_a_one_trip_batch_that_times_out_on_a_row_lock_is_retried_and_runs_once(
     assert proc.returncode == 0, err
     batches = [r["data"] for r in json.loads(out)["records"] if r["event"] == "batch_done"]
     assert sum(d["keys"] for d in batches) == 3000 and batches[-1]["rows"] == 3000
-    assert 1 in {d["trips"] for d in batches}
+    assert 1 in {d.get("trips") for d in batches}  # after the run cut short, the batch on its own is retried
+    cut = [d for d in batches if "cut_short" in d]
+    if mode == "runs":
+        assert len(cut) == 1 and "lock timeout" in cut[0]["cut_short"] and cut[0]["next"] <= 1500, cut
+    else:
+        assert cut == [] and {d["trips"] for d in batches} == {1, 2}
     assert pg_rows(pg_dsn, "SELECT min(v), max(v), count(*) FROM items") == [(1, 1, 3000)]
     assert pg_rows(pg_dsn, "SELECT last_value > 3000 FROM attempts") == [(True,)]  # a batch was retried
     assert proj.run("verify")[0] == 0
