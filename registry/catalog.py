@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS consolidations (
     migration_id TEXT NOT NULL, from_path TEXT NOT NULL, to_path TEXT NOT NULL, move_commit TEXT,
     commit_sha TEXT, old_checksum TEXT, checksum TEXT, seq INTEGER NOT NULL, PRIMARY KEY (seq));
 CREATE TABLE IF NOT EXISTS migration_contents (checksum TEXT PRIMARY KEY, content TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS target_status (
+    target TEXT NOT NULL, type TEXT NOT NULL, migration_id TEXT NOT NULL, state TEXT NOT NULL,
+    phases_done TEXT NOT NULL, phases_pending TEXT NOT NULL, detail TEXT, checked_at TEXT NOT NULL,
+    PRIMARY KEY (target, migration_id));
 CREATE INDEX IF NOT EXISTS migrations_database ON migrations(database);
 CREATE INDEX IF NOT EXISTS migrations_status ON migrations(status);
 CREATE INDEX IF NOT EXISTS migrations_checksum ON migrations(checksum);
@@ -364,10 +368,35 @@ def rebuild(cfg) -> dict:
     return counts
 
 
+PLUGINS_DIR = Path(__file__).resolve().parent / "datasette_plugins"
+SQL_TIME_LIMIT_MS = 10_000  # the canned queries decode every leaf they read (Datasette's default: 1 s)
+
+
 def serve_args(catalog_path: Path, metadata_file: Path, host: str, port: int) -> list[str]:
-    """The ``datasette`` command line that serves catalog.db read-only (``-i``) with the metadata."""
+    """The ``datasette`` command line that serves catalog.db read-only (``-i``) with the metadata and
+    the plugin that makes the ledger readable (``PLUGINS_DIR``)."""
     return ["serve", "-i", str(catalog_path), "--metadata", str(metadata_file), "--host", host,
-            "--port", str(port)]
+            "--port", str(port), "--plugins-dir", str(PLUGINS_DIR), "--setting", "sql_time_limit_ms",
+            str(SQL_TIME_LIMIT_MS)]
+
+
+def record_status(path: Path, targets: list[dict], checked_at: str) -> None:
+    """Replace each checked target's rows of ``target_status`` (what ``mreg status`` found: one row per
+    migration of the target, ``rows`` of each target object); unavailable targets keep their rows."""
+    conn = connect(path)
+    try:
+        with conn:
+            for t in targets:
+                if not t.get("available"):
+                    continue
+                conn.execute("DELETE FROM target_status WHERE target = ?", (t["name"],))
+                conn.executemany(
+                    "INSERT INTO target_status (target, type, migration_id, state, phases_done, phases_pending, "
+                    "detail, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(t["name"], t["type"], mid, state, json.dumps(done), json.dumps(pending), detail, checked_at)
+                     for mid, state, done, pending, detail in t["rows"]])
+    finally:
+        conn.close()
 
 
 # -- Datasette -------------------------------------------------------------------------
@@ -413,6 +442,14 @@ TABLES = {
     "scan_findings": ("Parse errors of the last scan", "Files in migration folders that could not be read as "
                       "migrations (and the post-commit hook's); part of the findings table.", {
         "n": "Order", "kind": "parse_error", "paths": "Path (JSON)", "message": "path:line: what the parser says"}),
+    "target_status": ("Status per target", "What the last `mreg status` found on each target it reached: one row "
+                      "per registered migration of the target (a target it could not reach keeps its rows).", {
+        "target": "Target name (mreg.toml)", "type": "postgresql, timescale, neo4j or redis",
+        "migration_id": "Migration", "state": "applied, pending, partial (some phases done), interrupted "
+                                              "(an attempt without an outcome) or failed (the last attempt failed)",
+        "phases_done": "Phases applied for every tenant (JSON)", "phases_pending": "Phases not yet applied (JSON)",
+        "detail": "interrupted: the phase and the statement reached; failed: the phase and the error",
+        "checked_at": "When `mreg status` checked (UTC)"}),
 }
 
 # The ledger's own tables (docs/ledger-format.md): the signed logs themselves, append-only.
@@ -421,7 +458,8 @@ LEDGER_TABLES = {
                       "statement inside) and, for browsing, fields read from them. Append-only.", {
         "origin": "The log: <project>/registry or <project>/<target>",
         "seq": "Position in its log (0, 1, 2, ...)",
-        "leaf": "The leaf's exact bytes: canonical JSON of {v, seq, prev, envelope}; the only thing hashed",
+        "leaf": "The leaf's exact bytes: canonical JSON of {v, seq, prev, envelope}; the only thing hashed "
+                "(`mreg serve` shows the statement it carries; SQL: mreg_statement(leaf))",
         "leaf_hash": "SHA-256 of 0x00 || leaf (RFC 9162 leaf hash)",
         "event_type": "The statement's type: register, repair, consolidate, apply_started, apply_succeeded, ...",
         "event_id": "The statement's unique event id",
@@ -447,15 +485,79 @@ LEDGER_TABLES = {
 SCAN_TABLES = ("scan_commits", "scan_errors", "scan_files", "scan_lineages", "scan_meta", "scan_migration_refs",
                "scan_parsed", "scan_refs")
 
+# Canned queries (SPEC §8). Those over the ledger read each leaf's statement with the SQL functions
+# the serve plugin adds (registry/datasette_plugins/mreg_ledger.py: mreg_statement, mreg_leaf_hash,
+# mreg_leaf_prev); they work in `mreg serve`, not in a bare SQLite client.
+_STATEMENTS = "(SELECT origin, seq, time, actor, event_type, mreg_statement(leaf) AS s FROM ledger_leaves{where})"
 CANNED = {
+    "failed_applications": {
+        "title": "Failed applications",
+        "description": "Every failed apply, rollback and validation in every target's log, newest first: the "
+                       "migration, phase, tenant, the error and SQLSTATE (a validation: the rule), who and when.",
+        "sql": "SELECT time, json_extract(s, '$.target.id') AS target, event_type, "
+               "json_extract(s, '$.migration.id') AS migration, json_extract(s, '$.details.phase') AS phase, "
+               "json_extract(s, '$.details.tenant') AS tenant, json_extract(s, '$.details.reason') AS reason, "
+               "json_extract(s, '$.details.error') AS error, json_extract(s, '$.details.sqlstate') AS sqlstate, "
+               "json_extract(s, '$.details.rule') AS rule, actor, origin, seq FROM "
+               + _STATEMENTS.format(where=" WHERE event_type IN ('apply_failed', 'rollback_failed', "
+                                          "'validation_failed')") + " ORDER BY time DESC, origin, seq DESC"},
+    "pending_per_target": {
+        "title": "Pending per target",
+        "description": "Per target, the registered migrations not fully applied, as the last `mreg status` found "
+                       "them (checked_at): pending, partial (some phases done), interrupted or failed.",
+        "sql": "SELECT target, migration_id, state, phases_done, phases_pending, detail, checked_at "
+               "FROM target_status WHERE state != 'applied' ORDER BY target, migration_id"},
+    "target_status_all": {
+        "title": "Status per target",
+        "description": "Every registered migration of every target and its state, as the last `mreg status` "
+                       "found them.",
+        "sql": "SELECT target, type, migration_id, state, phases_done, phases_pending, detail, checked_at "
+               "FROM target_status ORDER BY target, migration_id"},
+    "edited_after_apply": {
+        "title": "Edited after apply",
+        "description": "Migrations whose file (as the last scan saw it) differs from what was applied on a "
+                       "target: the checksum the last apply_succeeded recorded, the one now, and whether a "
+                       "`mreg repair` accepted the edit.",
+        "sql": "SELECT a.target, a.migration_id, m.path, a.applied_checksum, m.checksum AS checksum_now, "
+               "m.registered_checksum = m.checksum AS accepted_by_repair, a.applied_at FROM "
+               "(SELECT json_extract(s, '$.target.id') AS target, json_extract(s, '$.migration.id') AS migration_id, "
+               "json_extract(s, '$.migration.checksum') AS applied_checksum, max(seq) AS seq, time AS applied_at "
+               "FROM " + _STATEMENTS.format(where=" WHERE event_type = 'apply_succeeded'") + " GROUP BY 1, 2) a "
+               "JOIN migrations m ON m.id = a.migration_id WHERE m.checksum != a.applied_checksum "
+               "ORDER BY a.migration_id, a.target"},
+    "verification_status": {
+        "title": "Verification status",
+        "description": "Per log, what the catalog alone proves: every leaf's bytes hash to its stored leaf_hash, "
+                       "every leaf names the previous one's hash (the chain), the newest stored checkpoint covers "
+                       "the whole log. Signatures, Merkle roots and mirrors: `mreg verify`.",
+        "sql": "SELECT l.origin, count(*) AS leaves, max(l.time) AS last_statement, "
+               "sum(mreg_leaf_hash(l.leaf) IS NOT l.leaf_hash) AS wrong_hashes, "
+               "sum(mreg_leaf_prev(l.leaf) IS NOT coalesce((SELECT p.leaf_hash FROM ledger_leaves p "
+               "WHERE p.origin = l.origin AND p.seq = l.seq - 1), CASE WHEN l.seq = 0 THEN zeroblob(32) END)) "
+               "AS broken_links, c.size AS checkpoint_size, coalesce(c.size = count(*), 0) AS checkpoint_covers_log, "
+               "c.created AS checkpoint_stored FROM ledger_leaves l LEFT JOIN (SELECT origin, max(size) AS size, "
+               "created FROM ledger_checkpoints GROUP BY origin) c ON c.origin = l.origin "
+               "GROUP BY l.origin ORDER BY l.origin"},
     "edited_after_registration": {
         "title": "Edited after registration",
         "sql": "SELECT id, path, registered_checksum, checksum FROM migrations "
                "WHERE status = 'active' AND checksum != registered_checksum ORDER BY id"},
     "findings_by_kind": {"title": "Findings by kind",
                          "sql": "SELECT kind, count(*) AS n FROM findings GROUP BY kind ORDER BY n DESC"},
-    "timeline": {"title": "Timeline of a migration",
-                 "sql": "SELECT n, sha, date, checksum FROM revisions WHERE migration_id = :id ORDER BY n"},
+    "timeline": {
+        "title": "Timeline of a migration",
+        "description": "One migration's life: its commits in Git (added, changed), then every statement about it "
+                       "in the registry's log and in each target's log (registered, applied phase by phase, "
+                       "failed, rolled back, repaired), in time order.",
+        "sql": "SELECT at, source, event, phase, actor, detail FROM ("
+               "SELECT date AS at, 'git' AS source, 0 AS rank, n AS seq, "
+               "CASE n WHEN 0 THEN 'added' ELSE 'changed' END AS event, NULL AS phase, NULL AS actor, "
+               "'commit ' || sha || ' ' || checksum AS detail FROM revisions WHERE migration_id = :id "
+               "UNION ALL SELECT time, origin, CASE WHEN event_type IN ('register', 'repair', 'consolidate') "
+               "THEN 1 ELSE 2 END, seq, event_type, json_extract(s, '$.details.phase'), actor, "
+               "coalesce(json_extract(s, '$.details.error'), json_extract(s, '$.migration.checksum')) FROM "
+               + _STATEMENTS.format(where="") + " WHERE json_extract(s, '$.migration.id') = :id) "
+               "ORDER BY julianday(at), rank, seq"},
 }
 
 
@@ -464,7 +566,8 @@ def metadata(database: str = "catalog") -> dict:
     tables = {name: {"title": title, "description": desc, "columns": cols,
                      **({"facets": ["database", "scheme", "status", "type"]} if name == "migrations" else {}),
                      **({"facets": ["kind"]} if name == "findings" else {}),
-                     **({"facets": ["origin", "event_type"]} if name == "ledger_leaves" else {})}
+                     **({"facets": ["origin", "event_type"]} if name == "ledger_leaves" else {}),
+                     **({"facets": ["target", "state"]} if name == "target_status" else {})}
               for name, (title, desc, cols) in {**TABLES, **LEDGER_TABLES}.items()}
     tables.update({name: {"hidden": True, "description": "The scan's memory of Git; rebuilt by `mreg scan --full`."}
                    for name in SCAN_TABLES})

@@ -19,6 +19,10 @@ Metrics (``target`` is the target's name, ``origin`` a log's ``<project>/<target
   ``apply_started`` it refers to).
 - ``mreg_backfill_checkpoints_total{target}``: ``batch_checkpoint`` statements with a backfill
   position.
+- ``mreg_migrations{target,state}``: the target's migrations by state (``applied``, ``pending``,
+  ``partial``, ``interrupted``, ``failed``) as the last ``mreg status`` found them (catalog.db's
+  ``target_status``), and ``mreg_status_checked_timestamp_seconds{target}``: when that was. Absent
+  before the first ``mreg status``.
 """
 
 from __future__ import annotations
@@ -93,7 +97,29 @@ def collect(store):
                 checkpoints.labels(target).inc()
         if when is not None:
             last.labels(origin).set(when)
+    _status(store.conn, reg)
     return reg
+
+
+def _status(conn, reg) -> None:
+    """The gauges read from ``target_status`` (what the last ``mreg status`` found), if it exists."""
+    from prometheus_client import Gauge
+
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'target_status'").fetchone():
+        return
+    rows = conn.execute("SELECT target, state, count(*), max(checked_at) FROM target_status "
+                        "GROUP BY target, state").fetchall()
+    if not rows:
+        return
+    states = Gauge("mreg_migrations", "Migrations of the target by state, as the last `mreg status` found them.",
+                   ["target", "state"], registry=reg)
+    checked = Gauge("mreg_status_checked_timestamp_seconds", "When `mreg status` last checked the target.",
+                    ["target"], registry=reg)
+    for target, state, n, at in rows:
+        states.labels(target, state).set(n)
+        stamp = _seconds(at)
+        if stamp is not None:
+            checked.labels(target).set(stamp)
 
 
 def exposition(path) -> str:

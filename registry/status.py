@@ -1,7 +1,8 @@
 """``mreg status``: per target, what its log says is applied, pending, interrupted, and who holds its lock.
 
 Read-only for the targets (no lock taken); catalog.db receives whatever the mirrors hold beyond it
-(the same verified replication as ``mreg sync``).
+(the same verified replication as ``mreg sync``), and its ``target_status`` table what this found
+(one row per migration of each target reached; Datasette's "Pending per target").
 
 One object per configured target (the shape of ``mreg status --json``, documented in docs/applying.md):
 
@@ -33,15 +34,19 @@ def _semver_key(v: str) -> tuple:
 
 
 def target_status(cfg, name: str, migrations: list, state, lock_holder) -> dict:
+    """One target's object (the module docstring), plus ``rows``: (migration, state, phases done,
+    phases pending, detail) per migration of the target, for catalog.db's ``target_status``."""
     from registry.plan import _tenants, targets_for
 
     target = cfg.targets[name]
     mine = [m for m in migrations if name in targets_for(m, cfg.targets)]
     applied, pending, partial = [], [], []
     versions = []
+    phases: dict[str, tuple[list, list]] = {}
     for m in mine:
         tenants = _tenants(m, target)
         done = [p for p in m.phase_names if all(state.done(m.id, p, t) for t in tenants)]
+        phases[m.id] = (done, [p for p in m.phase_names if p not in done])
         if any(state.done(m.id, p, t) for p in m.phase_names for t in tenants):
             versions.append(m.version)
         if m.phase_names and len(done) == len(m.phase_names):
@@ -49,22 +54,30 @@ def target_status(cfg, name: str, migrations: list, state, lock_holder) -> dict:
         else:
             pending.append(m.id)
             if done:
-                partial.append({"id": m.id, "phases_done": done,
-                                "phases_pending": [p for p in m.phase_names if p not in done]})
+                partial.append({"id": m.id, "phases_done": done, "phases_pending": phases[m.id][1]})
     interrupted, failed = [], []
+    trouble: dict[str, tuple[str, str]] = {}  # migration -> (state, detail): interrupted over failed
     for (mid, phase, tenant), ps in sorted(state.phases.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        where = f"{phase}{f' (tenant {tenant})' if tenant else ''}"
         if ps.status == "interrupted":
             interrupted.append({"migration": mid, "phase": phase, "tenant": tenant, "steps_done": ps.steps_done,
                                 "statement": ps.steps_done + 1, "rolling_back": ps.rolling_back,
                                 "backfill_next": ps.backfill_next})
+            trouble[mid] = ("interrupted", f"{where}: interrupted at statement {ps.steps_done + 1}")
         elif ps.status == "failed":
             failed.append({"migration": mid, "phase": phase, "tenant": tenant, "error": ps.error,
                            "steps_done": ps.steps_done})
+            trouble.setdefault(mid, ("failed", f"{where}: {ps.error}"))
+    rows = []
+    for mid, (done, todo) in phases.items():
+        kind, detail = trouble.get(mid, (None, None)) if todo else (None, None)
+        rows.append((mid, kind or ("applied" if not todo else "partial" if done else "pending"), done, todo, detail))
     return {
         "name": name, "type": target.type, "url": target.safe_url, "available": True,
         "version": max(versions, key=_semver_key) if versions else None,
         "applied": applied, "pending": pending, "partial": partial,
         "interrupted": interrupted, "failed": failed, "lock_holder": lock_holder, "log_size": state.size,
+        "rows": rows,
     }
 
 
@@ -97,4 +110,12 @@ def status(cfg, *, target: str | None = None) -> dict:
             out.append(target_status(cfg, name, migrations, log_state(log.statements()), holder))
     finally:
         eng.close()
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from registry.catalog import record_status
+
+    record_status(Path(cfg.catalog.value), out, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for t in out:
+        t.pop("rows", None)
     return {"targets": out}

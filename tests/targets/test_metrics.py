@@ -3,6 +3,8 @@ failures and rollbacks on PostgreSQL, read back with prometheus_client's own par
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from engine_support import Project, events
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,3 +65,12 @@ def test_metrics_count_what_the_ledger_holds(proj):
 
     assert got[("mreg_ledger_last_statement_timestamp_seconds", main)] == pytest.approx(
         datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp())
+    assert not any(name == "mreg_migrations" for name, _ in got)  # no `mreg status` yet
+
+    status = proj.json("status")["targets"][0]
+    got = _samples(proj.run("metrics")[1])
+    states = {dict(labels)["state"]: v for (name, labels), v in got.items() if name == "mreg_migrations"}
+    assert states.get("applied") == len(status["applied"]) > 0
+    assert states.get("failed") == 1 and states.get("pending") == 1  # the broken one; the rolled-back one
+    assert sum(states.values()) == len(status["applied"]) + len(status["pending"])
+    assert abs(got[("mreg_status_checked_timestamp_seconds", (("target", "main"),))] - time.time()) < 120

@@ -1,0 +1,1 @@
+"""Datasette plugins that `mreg serve` loads with ``--plugins-dir`` (every module here is one)."""
