@@ -1,6 +1,7 @@
 # The two commands (README): `make demo` and `make test`. Each sets itself up on a fresh clone:
 # a virtual environment with mreg installed, Neo4j's jars resolved by Maven, the TimescaleDB
-# launcher's packages installed by npm. Every step is skipped when its stamp file is up to date.
+# launcher's packages installed by npm, and (for `make test`) Debian's chromium for the browser
+# test. Every step is skipped when its stamp file is up to date.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 NEO4J_STAMP := tools/neo4j/lib/.resolved
 TIMESCALE_STAMP := tools/timescale/node_modules/.mreg-installed
 
-.PHONY: demo test install tools servers-down bench clean
+.PHONY: demo test install tools browser servers-down bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,10 +34,20 @@ $(TIMESCALE_STAMP): tools/timescale/package.json tools/timescale/package-lock.js
 
 tools: $(NEO4J_STAMP) $(TIMESCALE_STAMP)
 
+# Debian's chromium and chromedriver, for the test of `mreg serve` in a real headless browser.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } || \
+	  echo "make browser: apt-get could not install chromium chromium-driver: the browser test will not run"; \
+	else echo "make browser: no chromium/chromedriver (apt-get install chromium chromium-driver as root): the browser test will not run"; fi
+
 demo: install tools
 	MREG=$(BIN)/mreg PY=$(BIN)/python scripts/demo.sh
 
-test: install tools
+test: install tools browser
 	$(BIN)/pytest
 
 servers-down:

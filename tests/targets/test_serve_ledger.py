@@ -167,3 +167,35 @@ def test_a_leaf_is_shown_as_the_statement_it_carries(audited):
     got = json.loads(urllib.request.urlopen(f"{base}/catalog.json?" + urllib.parse.urlencode(
         {"sql": sql, "_shape": "array"}), timeout=10).read())
     assert got == [{"e": first["event_id"]}]
+
+
+@pytest.mark.browser
+def test_an_auditor_browses_the_ledger_in_a_real_headless_browser(audited, browser):
+    """Chromium, driven by chromedriver, follows the links an auditor would: the database page's canned
+    query "Failed applications", the ledger's table with its facet on event_type, a leaf shown as its
+    statement, and the timeline form filled in and submitted."""
+    from selenium.webdriver.common.by import By
+
+    proj, base, _, _ = audited
+    browser.get(f"{base}/catalog")
+    browser.find_element(By.LINK_TEXT, "Failed applications").click()
+    assert browser.current_url.startswith(f"{base}/catalog/failed_applications")
+    table = browser.find_element(By.CSS_SELECTOR, "table.rows-and-columns").text
+    assert BROKEN in table and "no_such_table" in table and "42P01" in table
+
+    browser.get(f"{base}/catalog/ledger_leaves?origin=t%2Fmain")
+    facet = browser.find_element(By.CSS_SELECTOR, ".facet-info[data-column='event_type']")
+    facet.find_element(By.PARTIAL_LINK_TEXT, "apply_failed").click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+    assert len(rows) == 1
+    leaf = rows[0].find_element(By.CSS_SELECTOR, "td.col-leaf").text
+    failed = events(proj.statements("main"), kind="apply_failed")[0]
+    assert json.loads(leaf) == failed  # the cell is the signed statement, whole
+
+    browser.get(f"{base}/catalog/timeline")
+    field = browser.find_element(By.CSS_SELECTOR, "input[name='id']")
+    field.send_keys(PREFS)
+    field.submit()
+    table = browser.find_element(By.CSS_SELECTOR, "table.rows-and-columns").text
+    assert "register" in table and "apply_succeeded" in table and "rollback_succeeded" in table
+    assert browser.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
