@@ -442,8 +442,9 @@ TABLES = {
     "scan_findings": ("Parse errors of the last scan", "Files in migration folders that could not be read as "
                       "migrations (and the post-commit hook's); part of the findings table.", {
         "n": "Order", "kind": "parse_error", "paths": "Path (JSON)", "message": "path:line: what the parser says"}),
-    "target_status": ("Status per target", "What the last `mreg status` found on each target it reached: one row "
-                      "per registered migration of the target (a target it could not reach keeps its rows).", {
+    "target_status": ("Status per target", "What the last `mreg status`, `mreg apply` or `mreg rollback` found "
+                      "on each target it reached: one row per registered migration of the target (a target it could "
+                      "not reach keeps its rows).", {
         "target": "Target name (mreg.toml)", "type": "postgresql, timescale, neo4j or redis",
         "migration_id": "Migration", "state": "applied, pending, partial (some phases done), interrupted "
                                               "(an attempt without an outcome) or failed (the last attempt failed)",
@@ -503,14 +504,15 @@ CANNED = {
                                           "'validation_failed')") + " ORDER BY time DESC, origin, seq DESC"},
     "pending_per_target": {
         "title": "Pending per target",
-        "description": "Per target, the registered migrations not fully applied, as the last `mreg status` found "
-                       "them (checked_at): pending, partial (some phases done), interrupted or failed.",
+        "description": "Per target, the registered migrations not fully applied, as the last `mreg status`, "
+                       "apply or rollback found them (checked_at): pending, partial (some phases done), "
+                       "interrupted or failed.",
         "sql": "SELECT target, migration_id, state, phases_done, phases_pending, detail, checked_at "
                "FROM target_status WHERE state != 'applied' ORDER BY target, migration_id"},
     "target_status_all": {
         "title": "Status per target",
-        "description": "Every registered migration of every target and its state, as the last `mreg status` "
-                       "found them.",
+        "description": "Every registered migration of every target and its state, as the last `mreg status`, "
+                       "apply or rollback found them.",
         "sql": "SELECT target, type, migration_id, state, phases_done, phases_pending, detail, checked_at "
                "FROM target_status ORDER BY target, migration_id"},
     "edited_after_apply": {

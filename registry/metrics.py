@@ -20,9 +20,9 @@ Metrics (``target`` is the target's name, ``origin`` a log's ``<project>/<target
 - ``mreg_backfill_checkpoints_total{target}``: ``batch_checkpoint`` statements with a backfill
   position.
 - ``mreg_migrations{target,state}``: the target's migrations by state (``applied``, ``pending``,
-  ``partial``, ``interrupted``, ``failed``) as the last ``mreg status`` found them (catalog.db's
-  ``target_status``), and ``mreg_status_checked_timestamp_seconds{target}``: when that was. Absent
-  before the first ``mreg status``.
+  ``partial``, ``interrupted``, ``failed``) as the last ``mreg status``, ``apply`` or ``rollback``
+  found them (catalog.db's ``target_status``), and ``mreg_status_checked_timestamp_seconds{target}``:
+  when that was. Absent before the first of those.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def collect(store):
 
 
 def _status(conn, reg) -> None:
-    """The gauges read from ``target_status`` (what the last ``mreg status`` found), if it exists."""
+    """The gauges read from ``target_status`` (what the last ``mreg status``, apply or rollback
+    found), if it exists."""
     from prometheus_client import Gauge
 
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'target_status'").fetchone():
@@ -111,10 +112,10 @@ def _status(conn, reg) -> None:
                         "GROUP BY target, state").fetchall()
     if not rows:
         return
-    states = Gauge("mreg_migrations", "Migrations of the target by state, as the last `mreg status` found them.",
+    states = Gauge("mreg_migrations", "Migrations of the target by state (catalog.db's target_status).",
                    ["target", "state"], registry=reg)
-    checked = Gauge("mreg_status_checked_timestamp_seconds", "When `mreg status` last checked the target.",
-                    ["target"], registry=reg)
+    checked = Gauge("mreg_status_checked_timestamp_seconds",
+                    "When `mreg status`, apply or rollback last checked the target.", ["target"], registry=reg)
     for target, state, n, at in rows:
         states.labels(target, state).set(n)
         stamp = _seconds(at)

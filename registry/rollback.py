@@ -182,6 +182,9 @@ def rollback(cfg, migration_id: str, *, phase: str | None = None, tenant: str | 
         try:
             if not dry_run:
                 write_checkpoints(eng)
+                from registry.status import refresh
+
+                refresh(cfg, eng, migrations)
         finally:
             eng.close()
 

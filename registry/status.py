@@ -81,6 +81,29 @@ def target_status(cfg, name: str, migrations: list, state, lock_holder) -> dict:
     }
 
 
+def refresh(cfg, eng, migrations: list) -> None:
+    """After ``mreg apply`` or ``mreg rollback`` (still holding the locks): the rows of catalog.db's
+    ``target_status`` for every target ``eng`` has open, as their logs now say, so Datasette's
+    "Pending per target" is current without an ``mreg status``. The lock holder is not read (it is
+    this operator, until it lets go). Best effort: a catalog that cannot be written is left as it
+    was (the command's own outcome is what it reports); ``mreg status`` writes the rows as well."""
+    import sqlite3
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from registry.catalog import record_status
+    from registry.graph import order
+    from registry.plan import log_state
+
+    try:
+        ordered = order(migrations)
+        found = [target_status(cfg, name, ordered, log_state(log.statements()), None)
+                 for name, log in sorted(eng.logs.items())]
+        record_status(Path(cfg.catalog.value), found, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    except (sqlite3.Error, OSError):
+        pass
+
+
 def status(cfg, *, target: str | None = None) -> dict:
     """``{"targets": [...]}``: one object per target (see the module docstring)."""
     from registry.graph import order

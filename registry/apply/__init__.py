@@ -76,6 +76,7 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
             hint="deploy the application version that no longer needs the old schema, "
                  "then run `mreg apply --phase contract --confirm-contract`")
     loading = start_loading(cfg)  # a large folder parses in a worker while the engine connects
+    migrations = None
     try:
         eng = open_engine(cfg, engine_targets(cfg, target), required=target, sign=True)
     except BaseException:
@@ -155,6 +156,10 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
         try:
             for rec in write_checkpoints(eng):
                 pass
+            if migrations is not None and not dry_run:  # what is pending now, for catalog.db's target_status
+                from registry.status import refresh
+
+                refresh(cfg, eng, migrations)
         finally:
             eng.close()
 

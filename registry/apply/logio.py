@@ -91,6 +91,7 @@ class TargetLog:
     unflushed: list = field(default_factory=list)
     flushed_at: float = field(default_factory=time.monotonic)
     registrations: dict = field(default_factory=dict)  # migration id -> event id of its `register`
+    known: list = field(default_factory=list)  # the statements of the log's first len(known) leaves (statements())
 
     def registration(self, migration_id: str) -> list[str] | None:
         """``refs`` of an ``apply_started``: the registration it applies (SPEC §5), when the registry has one."""
@@ -122,10 +123,19 @@ class TargetLog:
         return pulled
 
     def statements(self) -> list[dict]:
+        """The log's statements in order, as catalog.db holds it. Leaves are parsed once: the events
+        this process committed are known as it built them (``committed``), and only leaves added
+        otherwise (``sync``) are read and parsed, from the first one not known."""
         from ledger.log import parse_leaf
 
         self.flush()
-        return [parse_leaf(leaf).statement for leaf in self.store.leaves(self.origin)]
+        size, _ = self.store.head(self.origin)
+        if len(self.known) > size:  # never, for an append-only replica: start again
+            self.known = []
+        if len(self.known) < size:
+            added = self.store.leaves(self.origin, start=len(self.known))
+            self.known += [parse_leaf(leaf).statement for leaf in added]
+        return list(self.known)
 
     # -- appending --------------------------------------------------------------
     def _build(self, type: str, migration, details, refs, when: str | None = None,
@@ -192,6 +202,9 @@ class TargetLog:
         if not self.staged:
             return
         self.appended += len(self.staged)
+        for _, seq, _, stmt, _ in self.staged:
+            if seq == len(self.known):  # the next statement after those known: no need to parse it again
+                self.known.append(stmt)
         self.unflushed.extend(self.staged)
         self.staged = []
         if not self.defer_catalog or time.monotonic() - self.flushed_at >= FLUSH_EVERY_S:

@@ -199,3 +199,64 @@ def test_an_auditor_browses_the_ledger_in_a_real_headless_browser(audited, brows
     table = browser.find_element(By.CSS_SELECTOR, "table.rows-and-columns").text
     assert "register" in table and "apply_succeeded" in table and "rollback_succeeded" in table
     assert browser.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+
+
+def _snapshot(proj: Project) -> dict[str, tuple[str, str]]:
+    import sqlite3
+
+    conn = sqlite3.connect(proj.root / "catalog.db")
+    try:
+        return {mid: (state, at) for mid, state, at in conn.execute(
+            "SELECT migration_id, state, checked_at FROM target_status WHERE target = 'main'")}
+    finally:
+        conn.close()
+
+
+def test_apply_and_rollback_keep_pending_per_target_current(tmp_path, pg_dsn):
+    """`mreg apply` and `mreg rollback` rewrite their targets' rows of target_status as they finish
+    (a failed apply too); a dry run leaves them alone."""
+    proj = Project(tmp_path / "proj", {"main": ("postgresql", pg_dsn)})
+    proj.copy_examples("postgresql")
+    assert proj.run("apply", "--confirm-contract")[0] == 0
+    examples = {p.stem for p in (proj.root / "migrations" / "postgresql").glob("*.sql")}
+    snap = _snapshot(proj)
+    assert set(snap) == examples and {state for state, _ in snap.values()} == {"applied"}
+    assert proj.run("rollback", "--migration-id", PREFS, "--backup-ref", "s3://bk/1")[0] == 0
+    assert _snapshot(proj)[PREFS][0] == "pending"
+    proj.write(f"postgresql/{BROKEN}.sql", """
+        -- Phase 1: EXPAND
+        ALTER TABLE no_such_table ADD COLUMN x int;
+    """)
+    assert proj.run("apply", "--dry-run")[0] == 3
+    assert BROKEN not in _snapshot(proj)  # the dry run wrote nothing
+    assert proj.run("apply")[0] == 3
+    snap = _snapshot(proj)
+    assert snap[BROKEN][0] == "failed" and snap[PREFS][0] == "applied"  # applied again before the broken one
+    assert json.loads(proj.run("status", "--json")[1])["targets"][0]["failed"][0]["migration"] == BROKEN
+
+
+def test_what_an_apply_knows_of_its_log_at_the_end_is_the_replica(tmp_path, pg_dsn, monkeypatch):
+    """The statements a log knows without parsing (the events this process committed, kept as built)
+    equal the replica's leaves parsed afresh, when `mreg apply` refreshes target_status: after
+    transactional phases, a backfill's checkpoints and the outcomes."""
+    from ledger.log import parse_leaf
+    from registry import config, status
+    from registry.apply import apply
+
+    proj = Project(tmp_path / "proj", {"main": ("postgresql", pg_dsn)})
+    proj.copy_examples("postgresql")
+    for key in ("MREG_ROOT", "MREG_CATALOG", "MREG_KEY"):
+        monkeypatch.setenv(key, proj.env[key])
+    monkeypatch.chdir(proj.root)
+    seen, real = [], status.refresh
+
+    def spy(cfg, eng, migrations):
+        for log in eng.logs.values():
+            seen.append((log.statements(), [parse_leaf(leaf).statement for leaf in log.store.leaves(log.origin)]))
+        real(cfg, eng, migrations)
+
+    monkeypatch.setattr(status, "refresh", spy)
+    for _ in apply(config.load(), confirm_contract=True):
+        pass
+    (known, parsed), = seen
+    assert known == parsed and {"apply_succeeded", "batch_checkpoint"} <= {s["type"] for s in known}
