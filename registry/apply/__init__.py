@@ -84,6 +84,13 @@ def apply(cfg, *, target: str | None = None, phase: str = "all", to: str | None 
         raise
     try:
         yield from eng.notices
+        if eng.unavailable and not eng.logs:  # nothing could be applied: not a success
+            from registry.errors import TargetUnavailable
+
+            raise TargetUnavailable(
+                "no target could be reached: " + "; ".join(f"{n}: {why}" for n, why in sorted(eng.unavailable.items())),
+                hint="start the servers (`mreg dev up` for the development ones) or fix targets.<name>.url",
+                targets=sorted(eng.unavailable))
         try:
             lock_all(eng, _owner(), lock_wait_s)
         except BaseException:
