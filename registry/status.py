@@ -88,20 +88,24 @@ def refresh(cfg, eng, migrations: list) -> None:
     this operator, until it lets go). Best effort: a catalog that cannot be written is left as it
     was (the command's own outcome is what it reports); ``mreg status`` writes the rows as well."""
     import sqlite3
+
+    from registry.plan import log_state
+
+    try:  # the rows alone are recorded: the migrations' order, which only the lists have, does not matter
+        _record(cfg, [target_status(cfg, name, migrations, log_state(log.statements()), None)
+                      for name, log in sorted(eng.logs.items())])
+    except (sqlite3.Error, OSError):
+        pass
+
+
+def _record(cfg, targets: list[dict]) -> None:
+    """``targets`` (``target_status`` objects) into catalog.db's ``target_status``, checked now."""
     from datetime import datetime, timezone
     from pathlib import Path
 
     from registry.catalog import record_status
-    from registry.graph import order
-    from registry.plan import log_state
 
-    try:
-        ordered = order(migrations)
-        found = [target_status(cfg, name, ordered, log_state(log.statements()), None)
-                 for name, log in sorted(eng.logs.items())]
-        record_status(Path(cfg.catalog.value), found, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    except (sqlite3.Error, OSError):
-        pass
+    record_status(Path(cfg.catalog.value), targets, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def status(cfg, *, target: str | None = None) -> dict:
@@ -133,12 +137,7 @@ def status(cfg, *, target: str | None = None) -> dict:
             out.append(target_status(cfg, name, migrations, log_state(log.statements()), holder))
     finally:
         eng.close()
-    from datetime import datetime, timezone
-    from pathlib import Path
-
-    from registry.catalog import record_status
-
-    record_status(Path(cfg.catalog.value), out, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _record(cfg, out)
     for t in out:
         t.pop("rows", None)
     return {"targets": out}

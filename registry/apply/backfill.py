@@ -399,12 +399,20 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
     single = False  # the next batch runs on its own (after a run that failed)
     numbered, values, holder = number_range(bf.update), getattr(adapter, "backfill_values", list)(), \
         getattr(adapter, "lock_pid", None)
+
+    def batch_done(a: int, b: int, note: str = "", **data) -> Progress:
+        """The ``batch_done`` record of keys ``[a, b)`` (batch ``n``, ``rows`` done): the fields every
+        batch has, then ``data``."""
+        return Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, b - first, hi + 1 - first,
+                        message=f"keys [{a}, {b}) — {rows} rows{note}",
+                        data={"next": b, "rows": rows, "batch": n, "keys": b - a, **data})
+
     while a <= hi:
         budget = min(RUN_BUDGET_S, every - (time.monotonic() - last_ledgered), (st.timeout or 0) / 4000 or math.inf)
         if progress.procedure and not single and is_int_key(a) and a + pace.size <= hi and budget > 0.005:
             try:
                 with session_of(False) as s:
-                    end, size, done = progress.run(s, numbered, a, hi, pace, budget, holder, values)
+                    end, size, ran = progress.run(s, numbered, a, hi, pace, budget, holder, values)
             except StepFailed as exc:  # the batches it committed stand, with their progress: read where it stopped
                 with session_of(True) as s:
                     found = progress.read(s)
@@ -413,29 +421,24 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
                     if not getattr(exc, "retryable", False):
                         progress.procedure = None  # it cannot run here (or the error is the batch's own): no more runs
                     continue
-                runs, n = runs + 1, n + 1
-                data = {"next": found[1], "rows": found[2], "batch": n, "keys": found[1] - a, "run": runs,
-                        "cut_short": str(exc).splitlines()[0][:200]}
-                yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, found[1] - first,
-                               hi + 1 - first, message=f"keys [{a}, {found[1]}) — {found[2]} rows (a run of batches, "
-                                                       "cut short)", data=data)
-                a, rows = found[1], found[2]
+                runs, n, rows = runs + 1, n + 1, found[2]
+                yield batch_done(a, found[1], " (a run of batches, cut short)", run=runs,
+                                 cut_short=str(exc).splitlines()[0][:200])
+                a = found[1]
                 continue
             runs += 1
             pause = 0.0
-            for keys, count, work, committing in done:
+            for keys, count, work, committing in ran:
                 n += 1
                 rows += max(count, 0)
                 pause = pace.after(keys, work + committing, work, committing)
-                data = {"next": a + keys, "rows": rows, "batch": n, "keys": keys,
-                        "ms": round((work + committing) * 1000, 1), "statement_ms": round(work * 1000, 1),
-                        "commit_ms": round(committing * 1000, 1), "server_ms": round(work * 1000, 2), "run": runs}
+                timing = {"ms": round((work + committing) * 1000, 1), "statement_ms": round(work * 1000, 1),
+                          "commit_ms": round(committing * 1000, 1), "server_ms": round(work * 1000, 2), "run": runs}
                 if pace.backed_off:
-                    data["backoff_ms"] = round(pace.backed_off * 1000, 1)
-                yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, a + keys - first,
-                               hi + 1 - first, message=f"keys [{a}, {a + keys}) — {rows} rows", data=data)
+                    timing["backoff_ms"] = round(pace.backed_off * 1000, 1)
+                yield batch_done(a, a + keys, **timing)
                 a += keys
-            if a != end or not done:
+            if a != end or not ran:
                 raise RuntimeError(f"backfill run ended at key {end}, its batches at {a}")
             pace.size = size
             if pause:
@@ -486,14 +489,13 @@ def run(log, adapter, entry, sid: str, *, session_of, retries: int, details_of):
         spent = time.monotonic() - t0
         n += 1
         pause = pace.after(b - a, spent, sent if work is None else work, committing)
-        data = {"next": b, "rows": rows, "batch": n, "keys": b - a, "ms": round(spent * 1000, 1),
-                "statement_ms": round(sent * 1000, 1), "commit_ms": round(committing * 1000, 1), "trips": trips}
+        timing = {"ms": round(spent * 1000, 1), "statement_ms": round(sent * 1000, 1),
+                  "commit_ms": round(committing * 1000, 1), "trips": trips}
         if work is not None:
-            data["server_ms"] = round(work * 1000, 2)
+            timing["server_ms"] = round(work * 1000, 2)
         if pace.backed_off:  # the commit waited on a congested server: the pause leaves it to the application
-            data["backoff_ms"] = round(pace.backed_off * 1000, 1)
-        yield Progress("batch_done", entry.target, m.id, entry.phase, entry.tenant, b - first,
-                       hi + 1 - first, message=f"keys [{a}, {b}) — {rows} rows", data=data)
+            timing["backoff_ms"] = round(pace.backed_off * 1000, 1)
+        yield batch_done(a, b, **timing)
         a = b
         if pause and a <= hi:
             time.sleep(pause)
